@@ -1,0 +1,180 @@
+"""The `flywheel` command. Thin: every command calls the library and prints the result."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dataflywheel.errors import FlywheelError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="dataflywheel: select, enhance, synthesize, distill and evolve LLM training data.",
+)
+# Piped output (CI logs, tests) gets a wide console so tables are not folded into unreadable columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def _fail(e: Exception, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    run_dir: Path | None = typer.Option(None, help="run directory (default: runs/<recipe name>)"),
+    fresh: bool = typer.Option(False, help="recompute every step instead of reusing finished ones"),
+    quiet: bool = typer.Option(False, help="no progress bars"),
+) -> None:
+    """Run a recipe: reuses finished steps and resumes an interrupted one."""
+    from dataflywheel.engine.local import LocalExecutor
+    from dataflywheel.errors import RecipeError
+    from dataflywheel.recipe.validate import validate_file
+
+    rec, ops, problems = validate_file(recipe)
+    if problems:
+        _fail(RecipeError(problems, str(recipe)), 2)
+    target = run_dir or Path("runs") / rec.name
+    try:
+        result = LocalExecutor(rec, ops, target, progress=not quiet and sys.stderr.isatty()).run(fresh=fresh)
+    except FlywheelError as e:
+        _fail(e)
+    console.print(summary_table(result))
+    console.print(f"output: [bold]{result.output_path}[/] ({result.rows_out} rows)   run: {result.run_dir}")
+
+
+def summary_table(result) -> Table:
+    table = Table(title=f"run {result.run_dir.name}", show_lines=False)
+    for col, just in (
+        ("step", "right"),
+        ("op", "left"),
+        ("kind", "left"),
+        ("in", "right"),
+        ("out", "right"),
+        ("dropped", "right"),
+        ("top drop reason", "left"),
+        ("seconds", "right"),
+        ("status", "left"),
+    ):
+        table.add_column(col, justify=just)
+    for s in result.steps:
+        dropped = sum(s.dropped.values())
+        top = next(iter(s.dropped.items()), None)
+        table.add_row(
+            str(s.index),
+            s.op,
+            s.kind,
+            f"{s.rows_in:,}",
+            f"{s.rows_out:,}",
+            f"{dropped:,}",
+            f"{top[0][:48]} ({top[1]})" if top else "",
+            f"{s.seconds:.2f}",
+            s.status,
+        )
+    return table
+
+
+@app.command()
+def validate(recipe: Path = typer.Argument(..., help="recipe YAML")) -> None:
+    """Check a whole recipe before running it: ops, parameters, models, paths and the column flow."""
+    from dataflywheel.recipe.validate import validate_file
+
+    rec, ops, problems = validate_file(recipe)
+    if problems:
+        err_console.print(f"[bold red]{recipe}: {len(problems)} problem(s)[/]")
+        for p in problems:
+            err_console.print(f"  - {p}", highlight=False)
+        raise typer.Exit(2)
+    console.print(f"[green]ok[/] {recipe}: {len(rec.inputs)} input(s), {len(ops)} step(s)")
+
+
+@app.command()
+def ops(name: str | None = typer.Argument(None, help="an operator name for its full description")) -> None:
+    """List the operators, or describe one (from its docstring and parameters)."""
+    from dataflywheel.ops import catalog
+
+    try:
+        if name is None:
+            console.print(catalog.table())
+        else:
+            console.print(catalog.describe(name))
+    except FlywheelError as e:
+        _fail(e)
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="input file"),
+    dst: Path = typer.Argument(..., help="output file (.jsonl, .json, .parquet, .csv)"),
+    to: str = typer.Option(..., "--to", help="alpaca | sharegpt | messages | preference | prompt_completion"),
+    source_format: str = typer.Option("auto", "--from", help="input format (default: detect)"),
+    on_error: str = typer.Option("raise", help="raise, or skip bad rows (listed on stderr)"),
+    keep_columns: bool = typer.Option(False, help="also write id, lineage and extra columns"),
+) -> None:
+    """Convert a dataset between formats."""
+    from dataflywheel.data import io
+
+    try:
+        result = io.read_all(str(src), source_format, on_error=on_error)
+        with io.Writer(str(dst), to, keep_columns=keep_columns) as w:
+            w.write_rows(result.rows)
+    except FlywheelError as e:
+        _fail(e)
+    for d in result.dropped:
+        err_console.print(f"skipped: {d.detail}", highlight=False)
+    console.print(
+        f"wrote {len(result.rows)} rows to {dst} as {to}"
+        + (f"; skipped {len(result.dropped)} bad rows" if result.dropped else "")
+    )
+
+
+@app.command()
+def inspect(
+    data: Path = typer.Argument(..., help="a dataset file or folder"),
+    source_format: str = typer.Option("auto", "--format", help="input format (default: detect)"),
+    samples: int = typer.Option(2, help="sample rows to show"),
+) -> None:
+    """Detected format, row count, field statistics, a length histogram and sample rows."""
+    from dataflywheel.data import inspect as insp
+
+    try:
+        report = insp.inspect_file(str(data), source_format)
+    except FlywheelError as e:
+        _fail(e)
+    insp.render(report, console, samples)
+
+
+@app.command()
+def drops(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+    limit: int = typer.Option(20, help="rows to show"),
+) -> None:
+    """The drop log of a run: every row that did not reach the output, with op and reason."""
+    from dataflywheel.engine.runinfo import drop_log
+
+    try:
+        table = drop_log(run_dir)
+    except FlywheelError as e:
+        _fail(e)
+    view = Table(title=f"{table.num_rows} dropped rows")
+    for col in ("step", "op", "id", "reason", "detail"):
+        view.add_column(col)
+    for row in table.slice(0, limit).to_pylist():
+        view.add_row(str(row["step"]), row["op"], row["id"] or "", row["reason"], (row["detail"] or "")[:80])
+    console.print(view)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Canonical data model, format detection and conversion, reading and writing."""

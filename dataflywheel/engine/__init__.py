@@ -1,0 +1,1 @@
+"""Executors, checkpoints and resume, the run directory and its manifest."""

@@ -1,0 +1,433 @@
+"""The local executor: runs a recipe step by step over checkpointed Parquet shards, in process.
+
+Row-wise ops (Mapper, Scorer, Filter) stream shard by shard, so memory is bounded by a shard. A Selector
+reads only the columns it declared, for all shards, decides, then the rows are taken shard by shard (or
+gathered once when the selection reorders them). Every step's output lives in a folder named by its
+fingerprint: a rerun reuses finished steps, and an interrupted step resumes at its first missing shard.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dataflywheel.data import io
+from dataflywheel.data import schema as S
+from dataflywheel.engine import fingerprint as fp
+from dataflywheel.engine.manifest import Manifest
+from dataflywheel.engine.progress import Progress
+from dataflywheel.engine.store import DROP_SCHEMA, StepStore, drop_rows, write_table
+from dataflywheel.errors import FlywheelError
+from dataflywheel.ops.base import Filter, Generator, Mapper, Op, OpContext, Scorer, Selector
+from dataflywheel.recipe.models import Recipe
+
+
+@dataclass
+class StepResult:
+    index: int
+    op: str
+    kind: str
+    fingerprint: str
+    dir: str
+    status: str = "computed"  # computed | reused | resumed
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    shards: int = 0
+    shards_reused: int = 0
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    output_path: Path | None
+    steps: list[StepResult]
+    rows_read: int
+    rows_out: int
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(sum(s.dropped.values()) for s in self.steps)
+
+
+class RunLock:
+    """One run per run directory at a time; the OS releases the lock if the process dies."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+
+    def __enter__(self) -> RunLock:
+        self.fh = open(self.path, "w")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FlywheelError(f"another flywheel run is using {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+class LocalExecutor:
+    """Runs a validated recipe with its built ops in this process."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        ops: list[Op],
+        run_dir: str | Path,
+        progress: bool = True,
+        model_loader: Callable[[Recipe], dict[str, Any]] | None = None,
+    ):
+        self.recipe, self.ops = recipe, ops
+        self.run_dir = Path(run_dir)
+        self.progress = Progress(enabled=progress)
+        self.model_loader = model_loader
+
+    # ------------------------------------------------------------------ the run
+    def run(self, fresh: bool = False) -> RunResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.run_dir):
+            if fresh and (self.run_dir / "steps").exists():
+                shutil.rmtree(self.run_dir / "steps")
+            manifest = Manifest(self.run_dir, self.recipe)
+            models = self.model_loader(self.recipe) if self.model_loader and self.recipe.models else {}
+            results = [self._read_step()]
+            manifest.step_finished(results[-1])
+            prev = results[-1]
+            with self.progress:
+                for op in self.ops:
+                    op.ctx = OpContext(
+                        seed=self.recipe.seed, step=op.ctx.step, models=models, work_dir=str(self.run_dir)
+                    )
+                    result = self._run_step(op, prev)
+                    manifest.step_finished(result)
+                    results.append(result)
+                    prev = result
+            output = self._write_output(prev)
+            rows_out = prev.rows_out
+            manifest.finish(output, rows_out)
+            return RunResult(self.run_dir, output, results, results[0].rows_in, rows_out)
+
+    # ------------------------------------------------------------------ step 0: read the inputs
+    def _read_fingerprint(self) -> str:
+        parts = []
+        for spec in self.recipe.inputs:
+            path = self.recipe.input_path(spec)
+            content = path if path.startswith("hf://") else fp.file_digest(path)
+            on_error = spec.on_error or self.recipe.on_error
+            parts.append([content, spec.format, spec.name, spec.split, on_error])
+        return fp.digest("read", parts, self.recipe.shard_size, fp.code_version())
+
+    def _read_step(self) -> StepResult:
+        digest = self._read_fingerprint()
+        store = StepStore(self.run_dir / "steps" / f"00-read-{digest[:12]}")
+        result = StepResult(0, "read", "reader", digest, str(store.path))
+        if store.is_done():
+            return self._reused(result, store)
+        store.prepare()
+        start = time.perf_counter()
+        seen: set = set()
+        k = 0
+        for spec in self.recipe.inputs:
+            path = self.recipe.input_path(spec)
+            on_error = spec.on_error or self.recipe.on_error
+            # Parsing is repeated on resume (ids must stay unique), but finished shards are not rewritten.
+            for batch in io.read_canonical(
+                path, spec.format, spec.split, on_error, spec.name, self.recipe.shard_size, seen
+            ):
+                if store.has_shard(k):
+                    result.shards_reused += 1
+                else:
+                    drops = None
+                    if batch.dropped:
+                        drops = pa.table(
+                            {
+                                "step": pa.array([0] * len(batch.dropped), pa.int32()),
+                                "op": ["read"] * len(batch.dropped),
+                                "id": pa.array([d.id for d in batch.dropped], pa.string()),
+                                "reason": [d.reason for d in batch.dropped],
+                                "detail": [d.detail for d in batch.dropped],
+                                "row": [d.row for d in batch.dropped],
+                            },
+                            schema=DROP_SCHEMA,
+                        )
+                    store.write_shard(k, batch.table, drops)
+                k += 1
+        return self._finish(result, store, start, rows_in=None)
+
+    # ------------------------------------------------------------------ steps 1..n
+    def _step_fingerprint(self, op: Op, prev: StepResult) -> str:
+        models = {
+            name: self.recipe.models[name].model_dump()
+            for name in op.model_refs().values()
+            if name in self.recipe.models
+        }
+        return fp.digest(
+            prev.fingerprint,
+            op.name,
+            op.params.model_dump(mode="json"),
+            models,
+            self.recipe.shard_size,
+            self.recipe.seed,
+            fp.code_version(type(op)),
+        )
+
+    def _run_step(self, op: Op, prev: StepResult) -> StepResult:
+        digest = self._step_fingerprint(op, prev)
+        store = StepStore(self.run_dir / "steps" / f"{op.ctx.step:02d}-{op.name}-{digest[:12]}")
+        result = StepResult(op.ctx.step, op.name, op.kind, digest, str(store.path))
+        if store.is_done():
+            return self._reused(result, store)
+        store.prepare()
+        inputs = StepStore(prev.dir).shards()
+        start = time.perf_counter()
+        op.setup()
+        if isinstance(op, Mapper | Scorer | Filter):
+            self._row_wise(op, inputs, store, result)
+        elif isinstance(op, Selector):
+            self._select(op, inputs, store, result)
+        elif isinstance(op, Generator):
+            self._generate(op, inputs, store, result)
+        else:
+            raise FlywheelError(
+                f"step {op.ctx.step} ({op.name}): the local executor cannot run kind '{op.kind}'"
+            )
+        return self._finish(result, store, start, rows_in=prev.rows_out)
+
+    def _row_wise(self, op: Op, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
+        for k, shard in enumerate(inputs):
+            if store.has_shard(k):
+                result.shards_reused += 1
+                task.advance()
+                continue
+            table = pq.read_table(shard)
+            size = op.batch_rows or max(table.num_rows, 1)
+            parts, drops = [], []
+            for offset in range(0, max(table.num_rows, 1), size):
+                batch = table.slice(offset, size)
+                out, dropped = self._apply(op, batch)
+                parts.append(out)
+                if dropped is not None:
+                    drops.append(dropped)
+            out_table = io.concat(parts) if len(parts) > 1 else parts[0]
+            store.write_shard(k, out_table, pa.concat_tables(drops) if drops else None)
+            task.advance()
+
+    def _apply(self, op: Op, batch: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+        step = op.ctx.step
+        if isinstance(op, Scorer):
+            cols = op.score(batch)
+            for name, values in cols.items():
+                arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+                if len(arr) != batch.num_rows:
+                    raise FlywheelError(
+                        f"step {step} ({op.name}): scorer returned {len(arr)} values for "
+                        f"{batch.num_rows} rows in column '{name}'"
+                    )
+                i = batch.schema.get_field_index(name)
+                batch = batch.set_column(i, name, arr) if i >= 0 else batch.append_column(name, arr)
+            return batch, None
+        if isinstance(op, Mapper):
+            out = op.map(batch)
+            if out.num_rows != batch.num_rows:
+                raise FlywheelError(
+                    f"step {step} ({op.name}): a mapper must return as many rows as it got "
+                    f"({out.num_rows} != {batch.num_rows}); use a filter to drop rows"
+                )
+            return _note_changes(op.name, batch, out), None
+        decision = op.keep(batch)
+        keep = np.asarray(decision.keep, dtype=bool)
+        if keep.shape != (batch.num_rows,):
+            raise FlywheelError(
+                f"step {step} ({op.name}): keep() returned {keep.shape[0]} flags for {batch.num_rows} rows"
+            )
+        if keep.all():
+            return batch, None
+        gone = np.flatnonzero(~keep)
+        reasons = decision.reason
+        reasons = [reasons] * len(gone) if isinstance(reasons, str) else [reasons[i] or op.name for i in gone]
+        dropped = drop_rows(step, op.name, batch.take(gone).to_pylist(), reasons)
+        return batch.filter(pa.array(keep)), dropped
+
+    def _select(self, op: Selector, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        counts = [pq.read_metadata(p).num_rows for p in inputs]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        indices, dropped, reasons = self._selection(op, inputs, store, int(offsets[-1]))
+        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
+        step = op.ctx.step
+        if np.all(np.diff(indices) > 0):  # a pure subset in input order: stream shard by shard
+            for k, shard in enumerate(inputs):
+                lo, hi = offsets[k], offsets[k + 1]
+                if store.has_shard(k):
+                    result.shards_reused += 1
+                else:
+                    table = pq.read_table(shard)
+                    keep = indices[(indices >= lo) & (indices < hi)] - lo
+                    in_shard = (dropped >= lo) & (dropped < hi)
+                    gone = dropped[in_shard] - lo
+                    drops = (
+                        drop_rows(
+                            step,
+                            op.name,
+                            table.take(gone).to_pylist(),
+                            [reasons[i] for i in np.flatnonzero(in_shard)],
+                        )
+                        if len(gone)
+                        else None
+                    )
+                    store.write_shard(k, table.take(keep), drops)
+                task.advance()
+            return
+        # The selection reorders rows (sort, shuffled mix): gather once, then cut into new shards.
+        full = io.concat([pq.read_table(p) for p in inputs])
+        size = self.recipe.shard_size
+        for k in range(max(1, -(-len(indices) // size))):
+            if store.has_shard(k):
+                result.shards_reused += 1
+                continue
+            drops = None
+            if k == 0 and len(dropped):
+                drops = drop_rows(step, op.name, full.take(dropped).to_pylist(), reasons)
+            store.write_shard(k, full.take(indices[k * size : (k + 1) * size]), drops)
+        task.advance(len(inputs))
+
+    def _selection(
+        self, op: Selector, inputs: list[Path], store: StepStore, n: int
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Kept positions (output order), dropped positions (sorted) and their reasons; saved for resume."""
+        kept_path, dropped_path = store.path / "_selection.parquet", store.path / "_dropped.parquet"
+        if kept_path.exists() and dropped_path.exists():
+            d = pq.read_table(dropped_path)
+            return (
+                pq.read_table(kept_path).column("index").to_numpy(),
+                d.column("index").to_numpy(),
+                d.column("reason").to_pylist(),
+            )
+        cols = list(dict.fromkeys([S.ID, *op.input_columns()]))
+        view = io.concat([pq.read_table(p, columns=cols) for p in inputs]) if inputs else pa.table({S.ID: []})
+        selection = op.select(view)
+        indices = np.asarray(selection.indices, dtype=np.int64)
+        if len(np.unique(indices)) != len(indices) or (
+            len(indices) and (indices.min() < 0 or indices.max() >= n)
+        ):
+            raise FlywheelError(
+                f"step {op.ctx.step} ({op.name}): select() must return distinct row positions in [0, {n})"
+            )
+        dropped = np.setdiff1d(np.arange(n, dtype=np.int64), indices)
+        if isinstance(selection.reason, str):
+            reasons = [selection.reason] * len(dropped)
+        else:
+            reasons = [selection.reason.get(int(i), "not selected") for i in dropped]
+        write_table(
+            dropped_path,
+            pa.table({"index": pa.array(dropped, pa.int64()), "reason": pa.array(reasons, pa.string())}),
+        )
+        write_table(kept_path, pa.table({"index": pa.array(indices, pa.int64())}))
+        return indices, dropped, reasons
+
+    def _generate(self, op: Generator, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        seeds = io.concat([pq.read_table(p) for p in inputs])
+        n_seed_shards = len(inputs)
+        for k, shard in enumerate(inputs):  # seeds pass through unchanged
+            if not store.has_shard(k):
+                write_table(store.shard_path(k), pq.read_table(shard))
+        existing = store.shards()[n_seed_shards:]
+        produced = io.concat([pq.read_table(p) for p in existing]) if existing else None
+        seen = set(seeds.column(S.ID).to_pylist()) if seeds.num_rows else set()
+        if produced is not None:
+            seen |= set(produced.column(S.ID).to_pylist())
+        k = n_seed_shards + len(existing)
+        result.shards_reused += len(existing)
+        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=None)
+        for rows in op.generate(seeds, produced):
+            for row in rows:
+                parents = row.get(S.PARENTS) or []
+                row.update(
+                    {
+                        S.ORIGIN: op.name,
+                        S.PARENTS: [str(p) for p in parents],
+                        S.OPS: [op.name],
+                        S.ITERATION: op.ctx.iteration,
+                    }
+                )
+                row.pop(S.ID, None)
+                base = S.content_id(row)
+                rid, n = base, 1
+                while rid in seen:
+                    n += 1
+                    rid = f"{base}-{n}"
+                seen.add(rid)
+                row[S.ID] = rid
+            if rows:
+                write_table(store.shard_path(k), io.rows_to_table(rows))
+                k += 1
+            task.advance(len(rows))
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _finish(self, result: StepResult, store: StepStore, start: float, rows_in: int | None) -> StepResult:
+        counts = store.row_counts()
+        result.rows_out = sum(counts)
+        result.shards = len(counts)
+        result.dropped = store.drop_reasons()
+        result.rows_in = rows_in if rows_in is not None else result.rows_out + sum(result.dropped.values())
+        result.seconds = round(time.perf_counter() - start, 3)
+        result.status = "resumed" if result.shards_reused else "computed"
+        store.mark_done(asdict(result))
+        return result
+
+    def _reused(self, result: StepResult, store: StepStore) -> StepResult:
+        done = store.done_stats()
+        for key in ("rows_in", "rows_out", "dropped", "shards", "seconds", "stats"):
+            setattr(result, key, done.get(key, getattr(result, key)))
+        result.status = "reused"
+        return result
+
+    def _write_output(self, last: StepResult) -> Path | None:
+        out = self.recipe.output
+        path = Path(out.path) if out.path else Path("output.jsonl")
+        if not path.is_absolute():
+            path = self.run_dir / path
+        with io.Writer(str(path), out.format, keep_columns=out.keep_columns) as writer:
+            for shard in StepStore(last.dir).shards():
+                writer.write_table(pq.read_table(shard))
+        return path
+
+
+def _note_changes(op_name: str, before: pa.Table, after: pa.Table) -> pa.Table:
+    """Append the op to ``ops`` on every row whose content a mapper changed (DESIGN.md lineage)."""
+    changed = np.zeros(after.num_rows, dtype=bool)
+    for name in after.column_names:
+        if name in S.PROTECTED_COLUMNS or name not in before.column_names:
+            continue
+        a, b = before.column(name), after.column(name)
+        if a.type != b.type:
+            changed[:] = True
+            break
+        if not a.equals(b):
+            eq = (
+                pc.fill_null(pc.equal(a, b), False)
+                if pa.types.is_primitive(a.type) or pa.types.is_string(a.type)
+                else pa.array([x == y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)])
+            )
+            changed |= ~np.asarray(eq.to_numpy(zero_copy_only=False), dtype=bool)
+    if not changed.any() or S.OPS not in after.column_names:
+        return after
+    ops = after.column(S.OPS).to_pylist()
+    for i in np.flatnonzero(changed):
+        ops[i] = [*(ops[i] or []), op_name]
+    return after.set_column(after.schema.get_field_index(S.OPS), S.OPS, pa.array(ops, pa.list_(pa.string())))

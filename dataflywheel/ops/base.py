@@ -1,0 +1,178 @@
+"""The operator contract (DESIGN.md section 4).
+
+An operator is a small class with typed parameters (``Params``, a pydantic model that forbids unknown
+keys), the columns it reads and writes, and one method to write. Batching, checkpoints, lineage, drop
+logging and progress belong to the engine. Scoring is kept apart from deciding: a Scorer only writes
+``score_*``/``tag_*``/``embedding_*`` columns; a Filter or a Selector decides from them.
+
+| kind      | writes                        | the engine gives it                     | method      |
+|-----------|-------------------------------|-----------------------------------------|-------------|
+| Mapper    | changed or new columns        | a batch                                 | ``map``     |
+| Scorer    | score/tag/embedding columns   | a batch                                 | ``score``   |
+| Filter    | keep or drop, with a reason   | a batch                                 | ``keep``    |
+| Selector  | which rows to keep, in order  | its declared columns, whole dataset     | ``select``  |
+| Generator | new rows with parents         | the seeds and a budget                  | ``generate``|
+
+Trainer, Evaluator and Loop kinds take the same shape (Params, declared IO, one method) when they arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataflywheel.data import schema as S
+
+
+class OpParams(BaseModel):
+    """Base of every operator's parameters: typed, documented, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def ModelRef(description: str = "name of a model declared under `models:` in the recipe", default: Any = ...):
+    """A parameter that names a model of the recipe; validation checks that the name is declared."""
+    return Field(default, description=description, json_schema_extra={"model_ref": True})
+
+
+@dataclass
+class OpContext:
+    """What the engine hands an operator: the seed, the step, where to write, and the recipe's models."""
+
+    seed: int = 0
+    step: int = 0
+    iteration: int = 0
+    work_dir: str | None = None
+    models: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def model(self, name: str) -> Any:
+        if name not in self.models:
+            raise KeyError(f"model '{name}' is not declared under `models:`; declared: {sorted(self.models)}")
+        return self.models[name]
+
+
+class Op:
+    """Base of all operators. Subclasses set ``kind`` (through their family base), ``Params``, and the
+    columns they read and write; ``name`` is filled in by the registry."""
+
+    kind: ClassVar[str] = "op"
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[OpParams]] = OpParams
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+    # Model capabilities each ModelRef parameter needs, e.g. {"model": ("chat",)}.
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Rows per call for row-wise ops; None = one whole shard per call.
+    batch_rows: ClassVar[int | None] = None
+
+    def __init__(self, params: OpParams | dict | None = None, ctx: OpContext | None = None, **kwargs: Any):
+        if isinstance(params, OpParams):
+            self.params = params
+        else:
+            self.params = self.Params.model_validate({**(params or {}), **kwargs})
+        self.ctx = ctx or OpContext()
+
+    # -- declared IO: override when they depend on parameters
+    def input_columns(self) -> list[str]:
+        return list(self.reads)
+
+    def output_columns(self) -> list[str]:
+        return list(self.writes)
+
+    def columns_after(self, available: Sequence[str]) -> list[str]:
+        """The columns a dataset has after this op, given those it had before."""
+        out = list(available)
+        out += [c for c in self.output_columns() if c not in out]
+        return out
+
+    def model_refs(self) -> dict[str, str]:
+        """Parameter name -> model name, for every ModelRef parameter that is set."""
+        refs = {}
+        for name, info in type(self.params).model_fields.items():
+            extra = info.json_schema_extra or {}
+            value = getattr(self.params, name)
+            if isinstance(extra, dict) and extra.get("model_ref") and value is not None:
+                refs[name] = value
+        return refs
+
+    def setup(self) -> None:
+        """Load what the op needs (models, tables) once, before the first batch."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r})"
+
+
+class Mapper(Op):
+    """Changes or adds columns; the same rows come out."""
+
+    kind = "mapper"
+
+    def map(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+
+class Scorer(Op):
+    """Adds score_*, tag_* or embedding_* columns; never drops a row."""
+
+    kind = "scorer"
+
+    def score(self, batch: pa.Table) -> dict[str, Sequence | pa.Array]:
+        raise NotImplementedError
+
+
+@dataclass
+class Decision:
+    """A Filter's verdict on a batch: one bool per row, and why the dropped ones were dropped."""
+
+    keep: np.ndarray
+    reason: str | list[str | None] = "filtered"
+
+
+class Filter(Op):
+    """Keeps or drops each row on its own, giving a reason for each drop."""
+
+    kind = "filter"
+
+    def keep(self, batch: pa.Table) -> Decision:
+        raise NotImplementedError
+
+
+@dataclass
+class Selection:
+    """A Selector's verdict: the positions of the rows to keep, in output order, and why the rest went."""
+
+    indices: np.ndarray
+    reason: str | dict[int, str] = "not selected"
+
+
+class Selector(Op):
+    """Chooses rows from a global view: it gets its declared columns (and ``id``) for the whole dataset."""
+
+    kind = "selector"
+
+    def select(self, table: pa.Table) -> Selection:
+        raise NotImplementedError
+
+
+class Generator(Op):
+    """Makes new rows from seeds; each new row names its parents (ids) in ``parents``.
+
+    ``generate`` yields lists of canonical rows. When a run resumes, ``produced`` holds the rows already
+    written, so a generator can continue where it stopped instead of starting again.
+    """
+
+    kind = "generator"
+
+    def generate(self, seeds: pa.Table, produced: pa.Table | None = None) -> Iterator[list[dict]]:
+        raise NotImplementedError
+
+
+ROW_WISE = (Mapper, Scorer, Filter)
+KINDS = {c.kind: c for c in (Mapper, Scorer, Filter, Selector, Generator)}
+CONTENT_COLUMNS = (S.MESSAGES, *S.PREFERENCE_COLUMNS)

@@ -1,0 +1,1 @@
+"""Generic operators: filter on a column, sample, sort, head, mix sources, select and rename columns."""

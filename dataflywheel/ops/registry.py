@@ -1,0 +1,52 @@
+"""Operator name -> "module:Class", loaded lazily; unknown names get a did-you-mean.
+
+Adding an operator: write its file, then add one line here. Nothing is imported until it is used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from dataflywheel.errors import FlywheelError
+from dataflywheel.ops.base import Op
+
+REGISTRY: dict[str, str] = {
+    # core: generic ops
+    "filter": "dataflywheel.ops.core.filter:ColumnFilter",
+    "sample": "dataflywheel.ops.core.sample:Sample",
+    "sort": "dataflywheel.ops.core.sort:Sort",
+    "head": "dataflywheel.ops.core.head:Head",
+    "mix": "dataflywheel.ops.core.mix:Mix",
+    "select_columns": "dataflywheel.ops.core.select_columns:SelectColumns",
+    "rename": "dataflywheel.ops.core.rename:Rename",
+}
+
+
+class UnknownOpError(FlywheelError):
+    def __init__(self, name: str):
+        self.name = name
+        self.suggestions = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.7)
+        hint = f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown operator '{name}'{hint} (`flywheel ops` lists them all)")
+
+
+def get(name: str) -> type[Op]:
+    """The operator class registered under `name`, imported on first use."""
+    if name not in REGISTRY:
+        raise UnknownOpError(name)
+    module, cls_name = REGISTRY[name].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    cls.name = name
+    return cls
+
+
+def register(name: str, target: str) -> None:
+    """Add an operator from outside the package ("module:Class"), e.g. a project's own op."""
+    if ":" not in target:
+        raise FlywheelError(f"register('{name}'): target must look like 'package.module:ClassName'")
+    REGISTRY[name] = target
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)

@@ -1,0 +1,109 @@
+"""The recipe schema. YAML is data: nothing in a recipe is ever executed."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def expand_path(value: str) -> str:
+    """Expand ``~``, ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` (data paths often live in a variable)."""
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(3)
+        if name in os.environ:
+            return os.environ[name]
+        if m.group(2) is not None:
+            return m.group(2)
+        return m.group(0)
+
+    return os.path.expanduser(_VAR.sub(sub, value))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    path: str = Field(
+        description="jsonl/json/parquet/csv file, a saved HF dataset folder, or hf://name[:split]"
+    )
+    format: str = Field("auto", description="input format, or auto to detect it from the fields")
+    name: str | None = Field(
+        None, description="source name written to the origin column (default: file stem)"
+    )
+    split: str | None = Field(None, description="split of a saved DatasetDict or a hub dataset")
+    on_error: Literal["raise", "skip"] | None = Field(None, description="overrides the recipe's on_error")
+
+
+class ModelSpec(_Strict):
+    backend: Literal["hf", "openai", "vllm", "sentence-transformers"] = Field(
+        description="how to run the model"
+    )
+    model: str = Field(description="embedded:NAME, a local folder, a hub name, or the server's model name")
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
+    dtype: str = Field("auto", description="float32, bfloat16, float16 or auto")
+    base_url: str | None = Field(
+        None, description="openai backend: the server's URL, e.g. http://127.0.0.1:8000/v1"
+    )
+    api_key_env: str | None = Field(
+        None, description="openai backend: environment variable holding the API key"
+    )
+    max_concurrency: int = Field(8, ge=1, description="openai backend: requests in flight at once")
+    timeout_s: float = Field(120.0, gt=0, description="seconds before a request is retried")
+    max_retries: int = Field(
+        5, ge=0, description="retries of a failed request before it is recorded as failed"
+    )
+    batch_size: int = Field(16, ge=1, description="hf backend: sequences per forward pass")
+    cache: Literal["read_write", "read_only", "off"] = Field(
+        "read_write", description="persistent call cache"
+    )
+    price_per_m_input: float = Field(0.0, ge=0, description="price per million prompt tokens")
+    price_per_m_output: float = Field(0.0, ge=0, description="price per million completion tokens")
+    trust_remote_code: bool = Field(False, description="let transformers run code shipped with the model")
+
+
+class OutputSpec(_Strict):
+    path: str | None = Field(None, description="output file; relative paths are inside the run directory")
+    format: str = Field(
+        "messages", description="messages, sharegpt, alpaca, preference, prompt_completion ..."
+    )
+    keep_columns: bool = Field(True, description="also write id, scores, tags and lineage columns")
+
+
+class StepSpec(_Strict):
+    op: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipe(_Strict):
+    version: Literal[1] = 1
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run directory")
+    description: str = ""
+    inputs: list[InputSpec] = Field(min_length=1)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(default_factory=list)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    on_error: Literal["raise", "skip"] = Field("raise", description="bad input rows: stop, or log and skip")
+    shard_size: int = Field(10_000, ge=1, description="rows per checkpointed shard")
+    seed: int = Field(0, description="default seed of every seeded op")
+    executor: Literal["local"] = "local"
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def input_path(self, spec: InputSpec) -> str:
+        """Inputs are relative to the recipe file, so a recipe runs the same from any directory."""
+        path = expand_path(spec.path)
+        if path.startswith("hf://") or os.path.isabs(path):
+            return path
+        return str((self._base_dir / path).resolve())

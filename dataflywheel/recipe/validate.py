@@ -1,0 +1,242 @@
+"""Load a recipe and check all of it before any work runs; every problem is reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dataflywheel.data import formats, io
+from dataflywheel.data import schema as S
+from dataflywheel.errors import DataError, FlywheelError, Problem, RecipeError
+from dataflywheel.ops import registry
+from dataflywheel.ops.base import Op
+from dataflywheel.recipe.models import Recipe, StepSpec
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _parse_steps(raw_steps: Any, problems: list[Problem]) -> list[dict]:
+    """`- op: {params}` or a bare `- op` -> {"op", "params"}; anything else is a problem."""
+    if raw_steps is None:
+        return []
+    if not isinstance(raw_steps, list):
+        problems.append(
+            Problem("expected a list of steps like `- filter: {column: score_x, min: 1}`", key="steps")
+        )
+        return []
+    out = []
+    for i, item in enumerate(raw_steps, start=1):
+        if isinstance(item, str):
+            out.append({"op": item, "params": {}})
+        elif isinstance(item, dict) and len(item) == 1:
+            ((op, params),) = item.items()
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                problems.append(
+                    Problem(f"parameters must be a mapping, got {type(params).__name__}", i, str(op))
+                )
+                params = {}
+            out.append({"op": str(op), "params": params})
+        else:
+            problems.append(Problem("expected `- op_name: {param: value}` (one key per step)", i))
+            out.append({"op": "", "params": {}})
+    return out
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read, check and return a recipe; raises RecipeError listing every problem."""
+    recipe, _, problems = validate_file(path)
+    if problems:
+        raise RecipeError(problems, str(path))
+    return recipe
+
+
+def validate_file(path: str | Path, check_data: bool = True) -> tuple[Recipe | None, list[Op], list[Problem]]:
+    path = Path(path)
+    if not path.exists():
+        return None, [], [Problem(f"recipe file not found: {path}")]
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        return None, [], [Problem(f"not valid YAML: {e}")]
+    except UnicodeDecodeError as e:
+        return None, [], [Problem(f"not UTF-8 text: {e}")]
+    return validate_recipe(raw, path.parent.resolve(), check_data)
+
+
+def validate_recipe(
+    raw: Any, base_dir: Path | None = None, check_data: bool = True
+) -> tuple[Recipe | None, list[Op], list[Problem]]:
+    """Check a recipe (parsed YAML): schema, op names, parameters, models, paths and the column flow."""
+    problems: list[Problem] = []
+    if not isinstance(raw, dict):
+        return None, [], [Problem("a recipe is a mapping with name, inputs, steps, output")]
+    raw = dict(raw)
+    raw["steps"] = _parse_steps(raw.get("steps"), problems)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = err["loc"]
+            if loc and loc[0] == "steps" and len(loc) > 1 and isinstance(loc[1], int):
+                problems.append(Problem(err["msg"], loc[1] + 1, key=_loc(loc[2:])))
+            else:
+                problems.append(Problem(err["msg"], key=_loc(loc)))
+        return None, [], problems
+    if base_dir is not None:
+        recipe._base_dir = Path(base_dir)
+
+    ops = _build_ops(recipe, problems)
+    if check_data:
+        available = _input_columns(recipe, problems)
+        if available is not None:
+            _check_flow(recipe, ops, available, problems)
+    _check_output(recipe, problems)
+    return recipe, ops, problems
+
+
+def _build_ops(recipe: Recipe, problems: list[Problem]) -> list[Op]:
+    ops: list[Op] = []
+    for i, step in enumerate(recipe.steps, start=1):
+        op = _build_op(i, step, recipe, problems)
+        if op is not None:
+            ops.append(op)
+            for param, model in op.model_refs().items():
+                if model not in recipe.models:
+                    declared = sorted(recipe.models) or "none"
+                    problems.append(
+                        Problem(
+                            f"model '{model}' is not declared under `models:` (declared: {declared})",
+                            i,
+                            step.op,
+                            param,
+                        )
+                    )
+    return ops
+
+
+def _build_op(i: int, step: StepSpec, recipe: Recipe, problems: list[Problem]) -> Op | None:
+    if not step.op:
+        return None
+    try:
+        cls = registry.get(step.op)
+    except registry.UnknownOpError as e:
+        problems.append(Problem(str(e), i, step.op))
+        return None
+    try:
+        from dataflywheel.ops.base import OpContext
+
+        return cls(step.params, OpContext(seed=recipe.seed, step=i))
+    except ValidationError as e:
+        for err in e.errors():
+            key = _loc(err["loc"]) or None
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                valid = ", ".join(cls.Params.model_fields)
+                msg = f"unknown parameter; valid parameters: {valid}"
+            problems.append(Problem(msg, i, step.op, key))
+    return None
+
+
+def _input_columns(recipe: Recipe, problems: list[Problem]) -> list[str] | None:
+    """Canonical columns every input will have, found by reading the first rows of each."""
+    common: list[str] | None = None
+    for n, spec in enumerate(recipe.inputs):
+        key = f"inputs.{n}.path"
+        path = recipe.input_path(spec)
+        if spec.format != "auto" and spec.format not in formats.FORMATS:
+            problems.append(
+                Problem(
+                    f"unknown format '{spec.format}'; valid: auto, {', '.join(formats.FORMATS)}",
+                    key=f"inputs.{n}.format",
+                )
+            )
+            continue
+        if path.startswith("hf://"):
+            continue  # reaching the hub is the run's business; validation stays offline
+        try:
+            fmt = spec.format if spec.format != "auto" else io.detect_format(path, spec.split)[0]
+            cols = _peek_columns(path, fmt, spec.split)
+        except DataError as e:
+            problems.append(Problem(e.describe(), key=key))
+            continue
+        common = cols if common is None else [c for c in common if c in cols]
+    return common
+
+
+def _peek_columns(path: str, fmt: str, split: str | None, peek: int = 20) -> list[str]:
+    cols: dict[str, None] = {}
+    for n, raw in enumerate(io.iter_raw(path, split)):
+        if n >= peek:
+            break
+        if raw.error is None:
+            try:
+                cols.update(dict.fromkeys(formats.to_canonical(raw.value, fmt, raw.where)))
+            except DataError:
+                continue
+    if not cols:
+        raise DataError("no row of the first 20 is valid", None, f"rows in the {fmt} format")
+    cols.update(dict.fromkeys((S.ID, *S.LINEAGE_COLUMNS)))
+    return list(cols)
+
+
+def _check_flow(recipe: Recipe, ops: list[Op], available: list[str], problems: list[Problem]) -> None:
+    by_step = {op.ctx.step: op for op in ops}
+    for i, step in enumerate(recipe.steps, start=1):
+        op = by_step.get(i)
+        if op is None:
+            return  # the flow after a broken step cannot be known
+        for col in op.input_columns():
+            if col not in available:
+                key = next(
+                    (
+                        k
+                        for k, v in op.params.model_dump().items()
+                        if v == col or (isinstance(v, list | dict) and col in v)
+                    ),
+                    None,
+                )
+                problems.append(
+                    Problem(
+                        f"column '{col}' is read, but no earlier step writes it and the input does "
+                        f"not have it (available: {', '.join(available)})",
+                        i,
+                        step.op,
+                        key,
+                    )
+                )
+        try:
+            available = op.columns_after(available)
+        except (ValueError, FlywheelError) as e:
+            problems.append(Problem(str(e), i, step.op))
+            return
+    recipe_output_cols = set(available)
+    if recipe.output.format == "preference" and S.CHOSEN not in recipe_output_cols:
+        problems.append(
+            Problem(
+                "output format 'preference' needs chosen/rejected columns; the data is SFT conversations",
+                key="output.format",
+            )
+        )
+
+
+def _check_output(recipe: Recipe, problems: list[Problem]) -> None:
+    out = recipe.output
+    if out.format not in formats.WRITE_FORMATS:
+        problems.append(
+            Problem(
+                f"unknown output format '{out.format}'; valid: {', '.join(formats.WRITE_FORMATS)}",
+                key="output.format",
+            )
+        )
+    if out.path is not None:
+        try:
+            io.kind_of_output(out.path)
+        except DataError as e:
+            problems.append(Problem(e.describe(), key="output.path"))

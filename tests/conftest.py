@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a model or dataset hub: fail fast instead of waiting on network timeouts.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from dataflywheel.ops import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("FLYWHEEL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+registry.register("test_upper", "tests.support_ops:UpperResponse")
+registry.register("test_chars", "tests.support_ops:ResponseChars")
+registry.register("test_paraphrase", "tests.support_ops:Paraphrase")
+
+
+def write_jsonl(path: Path, rows: list, raw_lines: dict[int, str] | None = None) -> Path:
+    """Rows as JSON lines; raw_lines puts verbatim text at given 0-based line positions."""
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    for pos, text in sorted((raw_lines or {}).items()):
+        lines.insert(pos, text)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def alpaca_rows(n: int, prefix: str = "q") -> list[dict]:
+    return [
+        {
+            "instruction": f"{prefix} question {i}?",
+            "input": "",
+            "output": f"answer number {i} " + "x" * (i % 7),
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set FLYWHEEL_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu run only where torch sees a CUDA device (the same check the library uses)."""
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

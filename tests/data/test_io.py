@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dataflywheel.data import io
+from dataflywheel.errors import DataError
+from tests.conftest import alpaca_rows, write_jsonl
+
+
+def messages_of(result):
+    return [r["messages"] for r in result.rows]
+
+
+def test_every_reader_gives_the_same_rows(tmp_path):
+    rows = alpaca_rows(5)
+    ref = io.read_all(str(write_jsonl(tmp_path / "a.jsonl", rows)))
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as fh:
+        fh.write("\n".join(json.dumps(r) for r in rows))
+    import csv
+
+    with open(tmp_path / "a.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(
+        str(tmp_path / "saved_dict")
+    )
+    for name in ("a.json", "a.parquet", "a.jsonl.gz", "a.csv", "saved", "saved_dict"):
+        got = io.read_all(str(tmp_path / name))
+        assert messages_of(got) == messages_of(ref), name
+        assert [r["id"] for r in got.rows] == [r["id"] for r in ref.rows], name
+
+
+def test_ids_are_content_hashes_unique_and_given_ids_kept(tmp_path):
+    rows = alpaca_rows(3) + [alpaca_rows(1)[0]]  # last row repeats the first
+    got = io.read_all(str(write_jsonl(tmp_path / "a.jsonl", rows))).rows
+    assert got[3]["id"] == got[0]["id"] + "-2"
+    assert len({r["id"] for r in got}) == 4
+    again = io.read_all(str(tmp_path / "a.jsonl")).rows
+    assert [r["id"] for r in again] == [r["id"] for r in got]  # stable across reads
+    given = io.read_all(str(write_jsonl(tmp_path / "b.jsonl", [{**rows[0], "id": 7}]))).rows
+    assert given[0]["id"] == "7"
+
+
+def test_lineage_defaults(tmp_path):
+    row = io.read_all(str(write_jsonl(tmp_path / "pool.jsonl", alpaca_rows(1)))).rows[0]
+    assert (row["origin"], row["parents"], row["ops"], row["iteration"]) == ("pool", [], [], 0)
+
+
+BAD_CASES = {
+    "malformed JSON": ('{"instruction": "q", "output": "a"', "malformed JSON", None),
+    "missing field": ('{"instruction": "q", "input": ""}', "missing field", "output"),
+    "wrong type": ('{"instruction": ["q"], "output": "a"}', "wrong type", "instruction"),
+    "empty response": ('{"instruction": "q", "output": "  "}', "empty response", "output"),
+    "duplicate id": ('{"id": "x", "instruction": "q", "output": "a"}', "duplicate id", "id"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_line_is_named_with_file_line_and_field(tmp_path, case):
+    text, reason, field = BAD_CASES[case]
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"id": "x", "instruction": "a", "input": "", "output": "b"},
+            {"instruction": "c", "input": "", "output": "d"},
+        ],
+        {2: text},
+    )
+    with pytest.raises(DataError) as e:
+        io.read_all(str(path))
+    msg = str(e.value)
+    assert e.value.reason == reason
+    assert f"{path}:3" in msg
+    if field:
+        assert f"field '{field}'" in msg
+    assert "expected" in msg
+    skipped = io.read_all(str(path), on_error="skip")
+    assert len(skipped.rows) == 2 and len(skipped.dropped) == 1
+    assert skipped.dropped[0].reason == reason and f"{path}:3" in skipped.dropped[0].detail
+    assert skipped.dropped[0].row.strip() == text or json.loads(skipped.dropped[0].row) == json.loads(text)
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "\xff\xfe", "output": "b"}\n')
+    with pytest.raises(DataError, match=r"in.jsonl:2: invalid UTF-8; expected UTF-8 text, got byte 0xff"):
+        io.read_all(str(path))
+    assert len(io.read_all(str(path), on_error="skip").dropped) == 1
+
+
+def test_invalid_utf8_in_json_and_csv(tmp_path):
+    (tmp_path / "a.json").write_bytes(
+        b'[{"instruction": "a", "output": "b"},\n{"instruction": "\xff", "output": "c"}]'
+    )
+    with pytest.raises(DataError, match=r"a.json:2: invalid UTF-8"):
+        io.read_all(str(tmp_path / "a.json"))
+    (tmp_path / "a.csv").write_bytes(b"instruction,output\nq,a\nq2,\xff\n")
+    with pytest.raises(DataError, match=r"a.csv:3: invalid UTF-8"):
+        io.read_all(str(tmp_path / "a.csv"))
+
+
+def test_json_array_errors(tmp_path):
+    (tmp_path / "a.json").write_text(
+        '[{"instruction": "a", "output": "b"},\n{"instruction": 1, "output": "c"}]'
+    )
+    with pytest.raises(DataError, match=r"a.json row 1: field 'instruction': wrong type"):
+        io.read_all(str(tmp_path / "a.json"))
+    (tmp_path / "b.json").write_text('[{"instruction": "a",\n "output": }]')
+    with pytest.raises(DataError, match=r"b.json:2: malformed JSON"):
+        io.read_all(str(tmp_path / "b.json"))
+
+
+def test_csv_line_numbers_count_multiline_cells(tmp_path):
+    (tmp_path / "a.csv").write_text('instruction,output\n"multi\nline",a\nq,\n')
+    with pytest.raises(DataError, match=r"a.csv:4: field 'output': missing field"):
+        io.read_all(str(tmp_path / "a.csv"))
+
+
+def test_missing_file_and_unknown_type(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.jsonl: file not found"):
+        io.read_all(str(tmp_path / "nope.jsonl"))
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(DataError, match="unknown file type"):
+        io.read_all(str(tmp_path / "x.txt"))
+
+
+def test_undetectable_format_names_the_first_row(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"question": "q", "answer": "a"}])
+    with pytest.raises(
+        DataError, match=r"a.jsonl:1: cannot detect the format.*fields \['answer', 'question'\]"
+    ):
+        io.read_all(str(path))
+
+
+def test_hub_unreachable_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"could not load from the Hugging Face Hub.*save_to_disk"):
+        io.read_all("hf://some-org/some-dataset-that-is-not-here")
+
+
+@pytest.mark.parametrize("kind", io.WRITE_KINDS)
+@pytest.mark.parametrize("fmt", ["messages", "sharegpt", "alpaca", "prompt_completion"])
+def test_writer_round_trips_every_kind(tmp_path, kind, fmt):
+    src = io.read_all(str(write_jsonl(tmp_path / "in.jsonl", alpaca_rows(4))))
+    out = tmp_path / f"out.{kind}"
+    with io.Writer(str(out), fmt) as w:
+        w.write_rows(src.rows[:2])
+        w.write_rows(src.rows[2:])
+    back = io.read_all(str(out))
+    assert io.detect_format(str(out))[0] == fmt
+    assert messages_of(back) == messages_of(src)
+    assert [r["id"] for r in back.rows] == [r["id"] for r in src.rows]  # keep_columns carries the id
+    assert [r["origin"] for r in back.rows] == ["in"] * 4
+
+
+def test_writer_leaves_no_partial_file_on_error(tmp_path):
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError), io.Writer(str(out), "messages") as w:
+        w.write_rows(
+            [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+        )
+        raise RuntimeError("boom")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_mixed_type_extra_field_is_kept_as_json_text():
+    table = io.rows_to_table([{"id": "a", "meta": 1}, {"id": "b", "meta": "x"}])
+    assert table.column("meta").to_pylist() == ["1", '"x"']

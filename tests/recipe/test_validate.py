@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from dataflywheel.errors import RecipeError
+from dataflywheel.recipe import load_recipe
+from dataflywheel.recipe.validate import validate_file
+from tests.conftest import alpaca_rows, write_jsonl
+
+
+def recipe_file(tmp_path, body: str):
+    write_jsonl(tmp_path / "pool.jsonl", [{**r, "quality": i} for i, r in enumerate(alpaca_rows(5))])
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def problems_of(path):
+    return [str(p) for p in validate_file(path)[2]]
+
+
+def test_a_good_recipe_validates(tmp_path):
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: ok
+        inputs: [{path: pool.jsonl}]
+        steps:
+          - rename: {mapping: {quality: score_quality}}
+          - filter: {column: score_quality, min: 2}
+          - sample: {k: 2}
+    """,
+    )
+    assert problems_of(path) == []
+    recipe = load_recipe(path)
+    assert [s.op for s in recipe.steps] == ["rename", "filter", "sample"]
+
+
+def test_every_problem_is_reported_at_once_with_step_and_key(tmp_path):
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: bad
+        inputs: [{path: pool.jsonl}]
+        models:
+          judge: {backend: hf, model: embedded:smollm2-135m-instruct}
+        steps:
+          - sampel: {k: 2}
+          - filter: {column: score_alpagasus, min: 4.5}
+          - sample: {k: 2, fraction: 0.5}
+          - head: {n: 2, extra: 1}
+          - filter: {column: quality}
+        output: {format: yaml}
+    """,
+    )
+    problems = problems_of(path)
+    assert "step 1 (sampel): unknown operator 'sampel'; did you mean 'sample'?" in problems[0]
+    assert any(p.startswith("step 3 (sample)") and "exactly one of k or fraction" in p for p in problems)
+    assert any(
+        p.startswith("step 4 (head), key 'extra': unknown parameter; valid parameters: n") for p in problems
+    )
+    assert any(p.startswith("step 5 (filter)") and "at least one of" in p for p in problems)
+    assert any("key 'output.format': unknown output format 'yaml'" in p for p in problems)
+
+
+def test_column_read_before_written(tmp_path):
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: flow
+        inputs: [{path: pool.jsonl}]
+        steps:
+          - filter: {column: score_alpagasus, min: 4.5}
+    """,
+    )
+    (problem,) = problems_of(path)
+    assert problem.startswith(
+        "step 1 (filter), key 'column': column 'score_alpagasus' is read, but no earlier step"
+    )
+    assert "available: messages, quality, id" in problem
+
+
+def test_columns_flow_through_select_and_rename(tmp_path):
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: flow
+        inputs: [{path: pool.jsonl}]
+        steps:
+          - select_columns: {columns: [messages]}
+          - filter: {column: quality, min: 1}
+    """,
+    )
+    assert "column 'quality' is read" in problems_of(path)[0]
+
+
+def test_undeclared_model_and_missing_input(tmp_path):
+    from dataflywheel.ops import registry
+
+    registry.register("test_needs_model", "tests.recipe.test_validate:NeedsModel")
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: m
+        inputs: [{path: missing.jsonl}]
+        steps:
+          - test_needs_model: {model: judge}
+    """,
+    )
+    problems = problems_of(path)
+    assert any(
+        "key 'model': model 'judge' is not declared under `models:` (declared: none)" in p for p in problems
+    )
+    assert any("key 'inputs.0.path'" in p and "missing.jsonl: file not found" in p for p in problems)
+
+
+def test_schema_errors_have_keys(tmp_path):
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 2
+        name: "bad name!"
+        inputs: []
+        surprise: 1
+    """,
+    )
+    problems = problems_of(path)
+    keys = {p.split("'")[1] for p in problems}
+    assert {"version", "name", "inputs", "surprise"} <= keys
+
+
+def test_step_shape_and_yaml_errors(tmp_path):
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: s
+        inputs: [{path: pool.jsonl}]
+        steps:
+          - {head: {n: 1}, sample: {k: 1}}
+    """,
+    )
+    assert "step 1: expected `- op_name: {param: value}`" in problems_of(path)[0]
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    assert "not valid YAML" in problems_of(tmp_path / "broken.yaml")[0]
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_yaml_never_executes_code(tmp_path):
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: !!python/object/apply:os.system ["echo pwned > pwned.txt"]
+        inputs: [{path: pool.jsonl}]
+    """,
+    )
+    assert "not valid YAML" in problems_of(path)[0]
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_paths_expand_variables_and_resolve_against_the_recipe(tmp_path, monkeypatch):
+    monkeypatch.setenv("POOL_DIR", str(tmp_path))
+    path = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: v
+        inputs: [{path: "${POOL_DIR}/pool.jsonl"}, {path: "${UNSET_VAR:-.}/pool.jsonl", name: again}]
+    """,
+    )
+    recipe = load_recipe(path)
+    assert {recipe.input_path(s) for s in recipe.inputs} == {str(tmp_path / "pool.jsonl")}
+
+
+from dataflywheel.ops.base import ModelRef, OpParams, Scorer  # noqa: E402
+
+
+class NeedsModel(Scorer):
+    """Test op with a model parameter."""
+
+    class Params(OpParams):
+        model: str = ModelRef()

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dataflywheel.cli import app
+from tests.conftest import ROOT, alpaca_rows, write_jsonl
+
+runner = CliRunner()
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_shipped_recipe_validates_and_runs(recipe, tmp_path):
+    assert runner.invoke(app, ["validate", str(recipe)]).exit_code == 0
+    result = runner.invoke(app, ["run", str(recipe), "--run-dir", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    totals = manifest["totals"]
+    assert totals["rows_out"] + totals["rows_dropped"] >= totals["rows_read"]
+    assert Path(manifest["output"]["path"]).exists()
+    assert "rows" in result.output and "step" in result.output
+
+
+def test_demo_recipe_accounts_for_its_bad_rows(tmp_path):
+    result = runner.invoke(
+        app, ["run", str(ROOT / "recipes" / "demo.yaml"), "--run-dir", str(tmp_path), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    read = manifest["steps"][0]
+    assert read["dropped"] == {"empty response": 1, "malformed JSON": 1}
+    assert manifest["totals"]["rows_read"] == 58
+    assert manifest["totals"]["rows_out"] + manifest["totals"]["rows_dropped"] == 58
+    drops = runner.invoke(app, ["drops", str(tmp_path)])
+    assert "malformed JSON" in drops.output
+
+
+def test_validate_exits_non_zero_with_problems(tmp_path):
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: x\ninputs: [{path: nope.jsonl}]\nsteps: [{sampel: {k: 1}}]\n"
+    )
+    result = runner.invoke(app, ["validate", str(tmp_path / "r.yaml")])
+    assert result.exit_code == 2
+    assert "did you mean 'sample'" in result.output and "file not found" in result.output
+
+
+def test_convert_between_formats(tmp_path):
+    src = write_jsonl(tmp_path / "a.jsonl", alpaca_rows(3))
+    result = runner.invoke(app, ["convert", str(src), str(tmp_path / "b.jsonl"), "--to", "sharegpt"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert rows[0] == {
+        "conversations": [
+            {"from": "human", "value": "q question 0?"},
+            {"from": "gpt", "value": "answer number 0 "},
+        ]
+    }
+    back = runner.invoke(
+        app, ["convert", str(tmp_path / "b.jsonl"), str(tmp_path / "c.json"), "--to", "alpaca"]
+    )
+    assert back.exit_code == 0
+    assert json.loads((tmp_path / "c.json").read_text()) == alpaca_rows(3)
+
+
+def test_convert_reports_bad_rows(tmp_path):
+    src = write_jsonl(tmp_path / "a.jsonl", alpaca_rows(2), {1: "{oops"})
+    result = runner.invoke(app, ["convert", str(src), str(tmp_path / "b.jsonl"), "--to", "messages"])
+    assert result.exit_code == 1 and "a.jsonl:2: malformed JSON" in result.output
+    result = runner.invoke(
+        app, ["convert", str(src), str(tmp_path / "b.jsonl"), "--to", "messages", "--on-error", "skip"]
+    )
+    assert result.exit_code == 0 and "skipped 1 bad rows" in result.output
+    result = runner.invoke(
+        app, ["convert", str(src), str(tmp_path / "b.jsonl"), "--to", "preference", "--on-error", "skip"]
+    )
+    assert result.exit_code == 1 and "needs chosen and rejected" in result.output
+
+
+def test_inspect_shows_format_stats_histogram_and_samples():
+    result = runner.invoke(app, ["inspect", str(ROOT / "examples" / "demo_pool.jsonl")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "format: alpaca" in out and "rows: 56" in out and "bad rows: 2" in out
+    assert "response length (characters)" in out and "█" in out
+    assert "example_kind" in out and "sample " in out
+
+
+def test_ops_catalog_lists_and_describes():
+    listing = runner.invoke(app, ["ops"])
+    assert listing.exit_code == 0 and "filter" in listing.output and "mix" in listing.output
+    one = runner.invoke(app, ["ops", "filter"])
+    assert one.exit_code == 0 and "keep_missing" in one.output and "required" in one.output
+    bad = runner.invoke(app, ["ops", "fliter"])
+    assert bad.exit_code == 1 and "did you mean 'filter'" in bad.output
