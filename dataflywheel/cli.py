@@ -172,6 +172,57 @@ def drops(
     console.print(view)
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument(
+        ..., help="embedded:smollm2-135m-instruct, a local folder or checkpoint, a hub name"
+    ),
+    host: str = typer.Option("127.0.0.1", help="address to bind (default: this machine only)"),
+    port: int = typer.Option(8000, help="port"),
+    api_key: str | None = typer.Option(
+        None, help="require this bearer token (or set FLYWHEEL_API_KEY)", envvar="FLYWHEEL_API_KEY"
+    ),
+    backend: str = typer.Option(
+        "hf", help="hf or vllm for chat models; sentence-transformers for an embedder"
+    ),
+    embedder: str | None = typer.Option(
+        None, help="also serve /v1/embeddings with this sentence-transformers model"
+    ),
+    name: str | None = typer.Option(None, help="model name clients use (default: MODEL)"),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto"),
+    dtype: str = typer.Option("auto", help="float32, bfloat16, float16 or auto"),
+    max_batch: int = typer.Option(16, help="requests run together at most"),
+) -> None:
+    """Serve a local model through an OpenAI-compatible API (chat completions, embeddings, models)."""
+    import uvicorn
+
+    from dataflywheel.models.client import build_backend
+    from dataflywheel.recipe.models import ModelSpec
+    from dataflywheel.serve.server import create_app
+
+    try:
+        main_backend = build_backend(
+            ModelSpec(backend=backend, model=model, device=device, dtype=dtype, batch_size=max_batch)
+        )
+        extra = None
+        if embedder:
+            extra = build_backend(ModelSpec(backend="sentence-transformers", model=embedder, device=device))
+    except FlywheelError as e:
+        _fail(e)
+    if backend == "sentence-transformers":
+        main_backend, extra = None, main_backend
+    err_console.print(
+        f"serving [bold]{name or model}[/] on http://{host}:{port}/v1" + ("" if api_key else " (no API key)"),
+        highlight=False,
+    )
+    uvicorn.run(
+        create_app(name or model, main_backend, extra, api_key, max_batch),
+        host=host,
+        port=port,
+        log_level="warning",
+    )
+
+
 def main() -> None:
     app()
 

@@ -111,5 +111,26 @@ def last_turn(messages: list[dict], role: str) -> str | None:
     return None
 
 
+TEXT_FIELDS = ("instruction", "response", "conversation")
+
+
+def text_of(messages: list[dict] | None, field: str) -> str:
+    """The text an op looks at: the last user turn, the last assistant turn, or the whole conversation."""
+    if field == "instruction":
+        return last_turn(messages, "user") or ""
+    if field == "response":
+        return last_turn(messages, "assistant") or ""
+    if field == "conversation":
+        return conversation_text(messages)
+    raise ValueError(f"unknown text field '{field}'; valid: {', '.join(TEXT_FIELDS)}")
+
+
+def prompt_of(messages: list[dict]) -> list[dict]:
+    """The conversation up to (not including) its final assistant turn."""
+    if messages and messages[-1]["role"] == "assistant":
+        return list(messages[:-1])
+    return list(messages)
+
+
 def arrow_schema_for(columns: dict[str, pa.DataType]) -> pa.Schema:
     return pa.schema([pa.field(name, typ) for name, typ in columns.items()])

@@ -28,6 +28,7 @@ from dataflywheel.engine.manifest import Manifest
 from dataflywheel.engine.progress import Progress
 from dataflywheel.engine.store import DROP_SCHEMA, StepStore, drop_rows, write_table
 from dataflywheel.errors import FlywheelError
+from dataflywheel.models.client import load_models
 from dataflywheel.ops.base import Filter, Generator, Mapper, Op, OpContext, Scorer, Selector
 from dataflywheel.recipe.models import Recipe
 
@@ -104,22 +105,27 @@ class LocalExecutor:
             if fresh and (self.run_dir / "steps").exists():
                 shutil.rmtree(self.run_dir / "steps")
             manifest = Manifest(self.run_dir, self.recipe)
-            models = self.model_loader(self.recipe) if self.model_loader and self.recipe.models else {}
+            loader = self.model_loader or load_models
+            models = loader(self.recipe) if self.recipe.models else {}
             results = [self._read_step()]
             manifest.step_finished(results[-1])
             prev = results[-1]
-            with self.progress:
-                for op in self.ops:
-                    op.ctx = OpContext(
-                        seed=self.recipe.seed, step=op.ctx.step, models=models, work_dir=str(self.run_dir)
-                    )
-                    result = self._run_step(op, prev)
-                    manifest.step_finished(result)
-                    results.append(result)
-                    prev = result
-            output = self._write_output(prev)
-            rows_out = prev.rows_out
-            manifest.finish(output, rows_out)
+            try:
+                with self.progress:
+                    for op in self.ops:
+                        op.ctx = OpContext(
+                            seed=self.recipe.seed, step=op.ctx.step, models=models, work_dir=str(self.run_dir)
+                        )
+                        result = self._run_step(op, prev, models)
+                        manifest.step_finished(result)
+                        results.append(result)
+                        prev = result
+                output = self._write_output(prev)
+                rows_out = prev.rows_out
+                manifest.finish(output, rows_out, {name: m.usage.as_dict() for name, m in models.items()})
+            finally:
+                for m in models.values():
+                    m.close()
             return RunResult(self.run_dir, output, results, results[0].rows_in, rows_out)
 
     # ------------------------------------------------------------------ step 0: read the inputs
@@ -186,7 +192,7 @@ class LocalExecutor:
             fp.code_version(type(op)),
         )
 
-    def _run_step(self, op: Op, prev: StepResult) -> StepResult:
+    def _run_step(self, op: Op, prev: StepResult, models: dict | None = None) -> StepResult:
         digest = self._step_fingerprint(op, prev)
         store = StepStore(self.run_dir / "steps" / f"{op.ctx.step:02d}-{op.name}-{digest[:12]}")
         result = StepResult(op.ctx.step, op.name, op.kind, digest, str(store.path))
@@ -195,6 +201,7 @@ class LocalExecutor:
         store.prepare()
         inputs = StepStore(prev.dir).shards()
         start = time.perf_counter()
+        before = {n: m.usage.copy() for n, m in (models or {}).items()}
         op.setup()
         if isinstance(op, Mapper | Scorer | Filter):
             self._row_wise(op, inputs, store, result)
@@ -206,7 +213,8 @@ class LocalExecutor:
             raise FlywheelError(
                 f"step {op.ctx.step} ({op.name}): the local executor cannot run kind '{op.kind}'"
             )
-        return self._finish(result, store, start, rows_in=prev.rows_out)
+        used = {n: models[n] for n in op.model_refs().values() if models and n in models}
+        return self._finish(result, store, start, rows_in=prev.rows_out, usage_before=before, models=used)
 
     def _row_wise(self, op: Op, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
@@ -379,7 +387,15 @@ class LocalExecutor:
             task.advance(len(rows))
 
     # ------------------------------------------------------------------ bookkeeping
-    def _finish(self, result: StepResult, store: StepStore, start: float, rows_in: int | None) -> StepResult:
+    def _finish(
+        self,
+        result: StepResult,
+        store: StepStore,
+        start: float,
+        rows_in: int | None,
+        usage_before: dict | None = None,
+        models: dict | None = None,
+    ) -> StepResult:
         counts = store.row_counts()
         result.rows_out = sum(counts)
         result.shards = len(counts)
@@ -387,6 +403,8 @@ class LocalExecutor:
         result.rows_in = rows_in if rows_in is not None else result.rows_out + sum(result.dropped.values())
         result.seconds = round(time.perf_counter() - start, 3)
         result.status = "resumed" if result.shards_reused else "computed"
+        if models:  # tokens, time, cost and failures of this step's model calls
+            result.stats["models"] = {n: m.usage.minus(usage_before[n]).as_dict() for n, m in models.items()}
         store.mark_done(asdict(result))
         return result
 

@@ -68,7 +68,7 @@ class Manifest:
         self.data["steps"].append(entry)
         self._save()
 
-    def finish(self, output: Path | None, rows_out: int) -> None:
+    def finish(self, output: Path | None, rows_out: int, models: dict | None = None) -> None:
         steps = self.data["steps"]
         self.data.update(
             status="finished",
@@ -80,6 +80,7 @@ class Manifest:
                 "rows_dropped": sum(sum(s["dropped"].values()) for s in steps),
                 "rows_out": rows_out,
             },
+            models=models or {},
         )
         self._save()
 

@@ -20,6 +20,9 @@ REGISTRY: dict[str, str] = {
     "mix": "dataflywheel.ops.core.mix:Mix",
     "select_columns": "dataflywheel.ops.core.select_columns:SelectColumns",
     "rename": "dataflywheel.ops.core.rename:Rename",
+    "generate": "dataflywheel.ops.core.generate:Generate",
+    # select: data selection
+    "embed": "dataflywheel.ops.select.embed:Embed",
 }
 
 

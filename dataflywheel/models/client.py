@@ -1,0 +1,221 @@
+"""What ops hold: a named model = a backend (loaded on first use) + the call cache + usage accounting."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from dataflywheel.models.base import (
+    CHAT,
+    EMBED,
+    LOGPROBS,
+    Backend,
+    ChatResult,
+    Completion,
+    Conversation,
+    LogprobResult,
+    ModelError,
+    Sampling,
+)
+from dataflywheel.models.cache import CallCache
+
+BACKEND_CAPABILITIES: dict[str, frozenset[str]] = {
+    "hf": frozenset({CHAT, LOGPROBS, EMBED}),
+    "openai": frozenset({CHAT, LOGPROBS, EMBED}),
+    "vllm": frozenset({CHAT, LOGPROBS}),
+    "sentence-transformers": frozenset({EMBED}),
+}
+
+
+@dataclass
+class Usage:
+    """Counted per model; the engine writes each step's difference to the manifest."""
+
+    requests: int = 0  # asked of the backend (cache misses)
+    cached: int = 0  # served from the call cache
+    failed: int = 0  # still failing after retries
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cost: float = 0.0
+
+    def minus(self, other: Usage) -> Usage:
+        return Usage(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def copy(self) -> Usage:
+        return Usage(**asdict(self))
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seconds"] = round(d["seconds"], 3)
+        d["cost"] = round(d["cost"], 6)
+        return d
+
+
+def build_backend(spec: Any) -> Backend:
+    """A backend from a recipe's ModelSpec (heavy imports happen here, on first use)."""
+    if spec.backend == "hf":
+        from dataflywheel.models.hf import HFBackend
+
+        return HFBackend(
+            spec.model, spec.device, spec.dtype, spec.batch_size, trust_remote_code=spec.trust_remote_code
+        )
+    if spec.backend == "sentence-transformers":
+        from dataflywheel.models.st import SentenceTransformersBackend
+
+        return SentenceTransformersBackend(spec.model, spec.device, trust_remote_code=spec.trust_remote_code)
+    if spec.backend == "openai":
+        from dataflywheel.models.openai import OpenAIBackend
+
+        return OpenAIBackend(
+            spec.model,
+            spec.base_url,
+            spec.api_key_env,
+            spec.max_concurrency,
+            spec.timeout_s,
+            spec.max_retries,
+        )
+    if spec.backend == "vllm":
+        from dataflywheel.models.vllm import VLLMBackend
+
+        return VLLMBackend(spec.model, spec.dtype, trust_remote_code=spec.trust_remote_code)
+    raise ModelError(f"unknown backend '{spec.backend}'; valid: {', '.join(BACKEND_CAPABILITIES)}")
+
+
+class Model:
+    """A recipe's named model. Deterministic requests go through the cache; everything is counted."""
+
+    def __init__(self, name: str, spec: Any, cache: CallCache | None = None, backend: Backend | None = None):
+        self.name, self.spec = name, spec
+        self.cache = cache or CallCache(mode=getattr(spec, "cache", "read_write"))
+        self._backend = backend
+        self.usage = Usage()
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = build_backend(self.spec)
+        return self._backend
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        if self._backend is not None:
+            return self._backend.capabilities
+        return BACKEND_CAPABILITIES.get(self.spec.backend, frozenset())
+
+    def _price(self, prompt: int, completion: int) -> float:
+        return (
+            prompt * getattr(self.spec, "price_per_m_input", 0.0)
+            + completion * getattr(self.spec, "price_per_m_output", 0.0)
+        ) / 1e6
+
+    def _cached(self, kind: str, requests: list[Any], run, encode, decode) -> list[Any]:
+        """Serve what the cache has, ask the backend for the rest, store the successes."""
+        fp = self.backend.fingerprint
+        keys = [CallCache.key(fp, kind, r) for r in requests]
+        hits = self.cache.get_many(keys)
+        out: list[Any] = [None] * len(requests)
+        misses = []
+        for i, k in enumerate(keys):
+            if k in hits:
+                out[i] = decode(hits[k])
+            else:
+                misses.append(i)
+        self.usage.cached += len(requests) - len(misses)
+        if misses:
+            start = time.perf_counter()
+            fresh = run([requests[i] for i in misses])
+            self.usage.seconds += time.perf_counter() - start
+            self.usage.requests += len(misses)
+            store = {}
+            for i, result in zip(misses, fresh, strict=True):
+                out[i] = result
+                if getattr(result, "error", None) is None:
+                    store[keys[i]] = encode(result)
+            self.cache.put_many(store)
+        return out
+
+    def chat(self, conversations: list[Conversation], sampling: Sampling | None = None) -> list[ChatResult]:
+        sampling = sampling or Sampling()
+        conversations = [[{"role": m["role"], "content": m["content"]} for m in c] for c in conversations]
+
+        def run(convs):
+            return self.backend.chat(convs, sampling)
+
+        if sampling.deterministic:
+            req = [{"messages": c, "sampling": sampling.model_dump()} for c in conversations]
+            results = self._cached(
+                "chat", req, lambda rs: run([r["messages"] for r in rs]), _chat_to_json, _chat_from_json
+            )
+        else:
+            start = time.perf_counter()
+            results = run(conversations)
+            self.usage.seconds += time.perf_counter() - start
+            self.usage.requests += len(conversations)
+        for r in results:
+            self.usage.failed += r.error is not None
+            self.usage.retries += r.retries
+        fresh = [r for r in results if not getattr(r, "_from_cache", False)]
+        p = sum(r.prompt_tokens for r in fresh)
+        c = sum(x.tokens for r in fresh for x in r.completions)
+        self.usage.prompt_tokens += p
+        self.usage.completion_tokens += c
+        self.usage.cost += self._price(p, c)
+        return results
+
+    def logprobs(self, conversations: list[Conversation], responses: list[str]) -> list[LogprobResult]:
+        req = [
+            {"messages": [{"role": m["role"], "content": m["content"]} for m in c], "response": r}
+            for c, r in zip(conversations, responses, strict=True)
+        ]
+        results = self._cached(
+            "logprobs",
+            req,
+            lambda rs: self.backend.logprobs([r["messages"] for r in rs], [r["response"] for r in rs]),
+            lambda r: {"logprobs": r.logprobs},
+            lambda d: LogprobResult(d["logprobs"]),
+        )
+        self.usage.failed += sum(r.error is not None for r in results)
+        return results
+
+    def embed(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        req = [{"text": t, **kwargs} for t in texts]
+        vecs = self._cached(
+            "embed",
+            req,
+            lambda rs: list(self.backend.embed([r["text"] for r in rs], **kwargs)),
+            lambda v: np.asarray(v, dtype=np.float32).tobytes().hex(),
+            lambda h: np.frombuffer(bytes.fromhex(h), dtype=np.float32),
+        )
+        return np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 0), dtype=np.float32)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+
+def _chat_to_json(r: ChatResult) -> dict:
+    return {"completions": [asdict(c) for c in r.completions], "prompt_tokens": r.prompt_tokens}
+
+
+def _chat_from_json(d: dict) -> ChatResult:
+    result = ChatResult([Completion(**c) for c in d["completions"]], d["prompt_tokens"])
+    result._from_cache = True  # counted as cached, not as new tokens
+    return result
+
+
+def load_models(recipe: Any, cache: CallCache | None = None) -> dict[str, Model]:
+    """The recipe's named models (backends load lazily, on first use)."""
+    shared = {}
+    out = {}
+    for name, spec in recipe.models.items():
+        c = cache
+        if c is None:
+            c = shared.setdefault(spec.cache, CallCache(mode=spec.cache))
+        out[name] = Model(name, spec, c)
+    return out

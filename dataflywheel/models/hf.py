@@ -1,0 +1,326 @@
+"""The `hf` backend: any causal LM that transformers loads, on CPU or CUDA.
+
+Generation batches length-sorted prompts with left padding. Scoring (``logprobs``) batches length-sorted
+sequences under a token budget, runs the decoder once, and applies the LM head only at the positions
+that predict response tokens: the prompt's logits are never computed. ``embed`` pools the last hidden
+layer (mean over tokens, or the last token).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dataflywheel.engine.fingerprint import digest
+from dataflywheel.models import embedded
+from dataflywheel.models.base import (
+    CHAT,
+    EMBED,
+    LOGPROBS,
+    Backend,
+    ChatResult,
+    Completion,
+    Conversation,
+    LogprobResult,
+    ModelError,
+    Sampling,
+)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ModelError(
+            "the hf backend needs torch and transformers: pip install 'dataflywheel[models]'"
+        ) from None
+    return torch
+
+
+def pick_device(device: str) -> str:
+    torch = _torch()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device '{device}' asked for, but torch sees no CUDA GPU")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    torch = _torch()
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype '{dtype}'; valid: auto, float32, bfloat16, float16") from None
+
+
+class HFBackend(Backend):
+    capabilities = frozenset({CHAT, LOGPROBS, EMBED})
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 16,
+        max_batch_tokens: int = 8192,
+        trust_remote_code: bool = False,
+    ):
+        torch = _torch()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.spec = model
+        path = embedded.resolve(model) if model.startswith("embedded:") else model
+        self.path = str(path)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=self.dtype, trust_remote_code=trust_remote_code
+            )
+        except OSError as e:
+            raise ModelError(f"cannot load '{model}' with transformers: {e}") from None
+        self.model.to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self._fingerprint: str | None = None
+        self._torch = torch
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            files = []
+            p = Path(self.path)
+            if p.is_dir():
+                files = [
+                    (f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                    for f in sorted(p.iterdir())
+                    if f.suffix in (".safetensors", ".bin", ".json", ".jinja", ".model")
+                ]
+            self._fingerprint = digest(
+                "hf",
+                self.spec,
+                files,
+                self.model.config.to_dict(),
+                self.tokenizer.chat_template,
+                str(self.dtype),
+            )
+        return self._fingerprint
+
+    # ------------------------------------------------------------------ templates
+    def render(self, conversation: Conversation, generation_prompt: bool = True) -> str:
+        if not conversation and generation_prompt:
+            try:  # an empty conversation: just the assistant header (IFD's "direct" score)
+                return self.tokenizer.apply_chat_template([], add_generation_prompt=True, tokenize=False)
+            except Exception:
+                return ""
+        return self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=generation_prompt, tokenize=False
+        )
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def split_ids(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
+        """Token ids of the prompt (with the assistant header) and of the response that follows it."""
+        prompt_text = self.render(conversation)
+        prompt = self.encode(prompt_text)
+        full = self.encode(prompt_text + response)
+        if full[: len(prompt)] == prompt:
+            return prompt, full[len(prompt) :]
+        return prompt, self.encode(response)  # a token crosses the boundary: keep the two apart
+
+    # ------------------------------------------------------------------ chat
+    def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
+        torch = self._torch
+        prompts = [self.encode(self.render(c)) for c in conversations]
+        results: list[ChatResult | None] = [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        limit = self.max_length - sampling.max_tokens
+        ok = []
+        for i in order:
+            if len(prompts[i]) > limit:
+                results[i] = ChatResult(
+                    prompt_tokens=len(prompts[i]),
+                    error=(
+                        f"prompt of {len(prompts[i])} tokens + max_tokens {sampling.max_tokens} exceeds the "
+                        f"model's {self.max_length}"
+                    ),
+                )
+            else:
+                ok.append(i)
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(ok), self.batch_size):
+            batch = ok[start : start + self.batch_size]
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]) :] = 1
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            kwargs = dict(
+                max_new_tokens=sampling.max_tokens,
+                num_return_sequences=sampling.n,
+                pad_token_id=pad,
+                return_dict_in_generate=True,
+                output_logits=sampling.logprobs,
+            )
+            if sampling.temperature > 0:
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if sampling.stop:
+                kwargs.update(stop_strings=sampling.stop, tokenizer=self.tokenizer)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
+                )
+            new = out.sequences[:, width:].cpu()
+            lps = None
+            if sampling.logprobs:
+                logits = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (rows*n, new, vocab)
+                lps = logits.gather(-1, new.unsqueeze(-1).to(logits.device)).squeeze(-1).cpu()
+            for row, i in enumerate(batch):
+                comps = []
+                for j in range(sampling.n):
+                    k = row * sampling.n + j
+                    comps.append(self._completion(new[k], None if lps is None else lps[k], sampling))
+                results[i] = ChatResult(comps, prompt_tokens=len(prompts[i]))
+        return results
+
+    def _completion(self, tokens, lps, sampling: Sampling) -> Completion:
+        ids = tokens.tolist()
+        eos = self._eos_ids()
+        n = len(ids)
+        finish = "length"
+        for pos, t in enumerate(ids):
+            if t in eos:
+                n, finish = pos, "stop"
+                break
+        text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        if sampling.stop:
+            cut = [text.find(s) for s in sampling.stop if s in text]
+            if cut:
+                text, finish = text[: min(cut)], "stop"
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            tokens=n,
+            logprobs=None if lps is None else [float(x) for x in lps[:n]],
+            token_strs=None if lps is None else self.tokenizer.convert_ids_to_tokens(ids[:n]),
+        )
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        ids.add(self.tokenizer.eos_token_id)
+        return {i for i in ids if i is not None}
+
+    # ------------------------------------------------------------------ scoring
+    def logprobs(self, conversations: list[Conversation], responses: list[str]) -> list[LogprobResult]:
+        pairs = [self.split_ids(c, r) for c, r in zip(conversations, responses, strict=True)]
+        results: list[LogprobResult | None] = [None] * len(pairs)
+        todo = []
+        for i, (p, r) in enumerate(pairs):
+            if not r:
+                results[i] = LogprobResult(None, "empty response")
+            elif len(p) + len(r) > self.max_length:
+                results[i] = LogprobResult(
+                    None, f"{len(p) + len(r)} tokens exceed the model's {self.max_length}"
+                )
+            else:
+                todo.append(i)
+        todo.sort(key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        for batch in self._token_batches(todo, [len(p) + len(r) for p, r in pairs]):
+            for i, lp in zip(batch, self._score_batch([pairs[i] for i in batch]), strict=True):
+                results[i] = LogprobResult(lp)
+        return results
+
+    def _token_batches(self, order: list[int], lengths: list[int]):
+        batch: list[int] = []
+        for i in order:  # longest first, so each batch's width is its first sequence's length
+            if batch and (len(batch) + 1) * lengths[batch[0]] > self.max_batch_tokens:
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        torch = self._torch
+        width = max(len(p) + len(r) for p, r in pairs)
+        ids = torch.full((len(pairs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        rows, cols, targets, sizes = [], [], [], []
+        for b, (p, r) in enumerate(pairs):  # right padding: positions stay 0..len-1
+            seq = p + r
+            ids[b, : len(seq)] = torch.tensor(seq)
+            mask[b, : len(seq)] = 1
+            # position t predicts token t+1: the response tokens are predicted from len(p)-1 .. len(seq)-2
+            # (with no prompt at all the first response token has no context and is not scored)
+            span = range(max(len(p) - 1, 0), len(seq) - 1)
+            rows += [b] * len(span)
+            cols += list(span)
+            targets += seq[span.start + 1 : span.stop + 1]
+            sizes.append(len(span))
+        with torch.inference_mode():
+            hidden = self.model.get_decoder()(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            ).last_hidden_state
+            picked = hidden[torch.tensor(rows), torch.tensor(cols)]  # (response tokens, hidden)
+            logits = self.model.get_output_embeddings()(picked).float()
+            scale = getattr(self.model.config, "final_logit_softcapping", None)
+            if scale:
+                logits = torch.tanh(logits / scale) * scale
+            tgt = torch.tensor(targets, device=logits.device)
+            lp = logits.gather(1, tgt[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+        out, offset = [], 0
+        values = lp.cpu().tolist()
+        for n in sizes:
+            out.append(values[offset : offset + n])
+            offset += n
+        return out
+
+    # ------------------------------------------------------------------ embeddings
+    def embed(self, texts: list[str], pooling: str = "mean") -> np.ndarray:
+        torch = self._torch
+        enc = [self.encode(t)[: self.max_length] or [self.tokenizer.pad_token_id] for t in texts]
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+        for batch in self._token_batches(order, [len(e) for e in enc]):
+            width = max(len(enc[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for b, i in enumerate(batch):
+                ids[b, : len(enc[i])] = torch.tensor(enc[i])
+                mask[b, : len(enc[i])] = 1
+            with torch.inference_mode():
+                hidden = self.model.get_decoder()(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+                ).last_hidden_state.float()
+            m = mask.to(hidden.device).unsqueeze(-1).float()
+            if pooling == "mean":
+                vec = (hidden * m).sum(1) / m.sum(1)
+            elif pooling == "last":
+                vec = hidden[torch.arange(len(batch)), mask.sum(1) - 1]
+            else:
+                raise ModelError(f"unknown pooling '{pooling}'; valid: mean, last")
+            out[batch] = vec.cpu().numpy()
+        return out
+
+    def close(self) -> None:
+        del self.model
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()

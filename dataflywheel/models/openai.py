@@ -1,0 +1,249 @@
+"""The `openai` backend: any OpenAI-compatible server (vLLM, llama.cpp, Ollama, OpenAI, flywheel serve).
+
+Requests run concurrently (asyncio + httpx, at most ``max_concurrency`` in flight). Timeouts, connection
+errors, 429, 5xx and malformed JSON are retried with exponential backoff and jitter, honouring a
+``Retry-After`` header; a request that still fails comes back with ``error`` set, so the op records it on
+its row and the run goes on. The API key is read from the environment variable the recipe names and is
+never written anywhere.
+
+Response log-probabilities (``logprobs``) use the ``/score`` extension that ``flywheel serve`` offers;
+standard OpenAI servers only return log-probabilities of tokens they generate (``Sampling.logprobs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from dataflywheel.engine.fingerprint import digest
+from dataflywheel.models.base import (
+    CHAT,
+    EMBED,
+    LOGPROBS,
+    Backend,
+    ChatResult,
+    Completion,
+    Conversation,
+    LogprobResult,
+    ModelError,
+    Sampling,
+)
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class RequestFailed(Exception):
+    def __init__(self, message: str, retries: int):
+        super().__init__(message)
+        self.retries = retries
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class OpenAIBackend(Backend):
+    capabilities = frozenset({CHAT, LOGPROBS, EMBED})
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None,
+        api_key_env: str | None = None,
+        max_concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ):
+        try:
+            import httpx  # noqa: F401
+        except ImportError:
+            raise ModelError("the openai backend needs httpx: pip install httpx") from None
+        if not base_url:
+            raise ModelError("the openai backend needs base_url, e.g. http://127.0.0.1:8000/v1")
+        self.model, self.base_url = model, base_url.rstrip("/")
+        self.max_concurrency, self.timeout_s, self.max_retries = max_concurrency, timeout_s, max_retries
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self._headers = {"Content-Type": "application/json"}
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise ModelError(f"environment variable {api_key_env} (api_key_env) is not set")
+            self._headers["Authorization"] = f"Bearer {key}"
+
+    @property
+    def fingerprint(self) -> str:
+        return digest("openai", self.base_url, self.model)
+
+    # ------------------------------------------------------------------ transport
+    async def _post(self, client, path: str, payload: dict) -> tuple[dict, int]:
+        import httpx
+
+        err = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            wait = None
+            try:
+                resp = await client.post(f"{self.base_url}{path}", json=payload, headers=self._headers)
+            except httpx.TimeoutException:
+                err = f"timed out after {self.timeout_s:g} s"
+            except httpx.TransportError as e:
+                err = f"connection error: {type(e).__name__}: {e}"
+            else:
+                if resp.status_code == 200:
+                    try:
+                        data = resp.json()
+                        if not isinstance(data, dict):
+                            raise ValueError("not an object")
+                        return data, attempt
+                    except ValueError:
+                        err = f"malformed JSON in the response: {resp.text[:80]!r}"
+                elif resp.status_code in RETRY_STATUS:
+                    err = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                    wait = retry_after(resp.headers.get("retry-after"))
+                else:  # 4xx other than those: asking again will not help
+                    raise RequestFailed(f"HTTP {resp.status_code}: {resp.text[:300]}", attempt)
+            if attempt < self.max_retries:
+                if wait is None:
+                    wait = min(self.backoff_max, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.5)
+                await asyncio.sleep(min(wait, self.backoff_max))
+        raise RequestFailed(f"{err} (after {self.max_retries} retries)", self.max_retries)
+
+    def _run_all(self, path: str, payloads: list[dict]) -> list[tuple[dict | None, int, str | None]]:
+        async def main():
+            import httpx
+
+            sem = asyncio.Semaphore(self.max_concurrency)
+            limits = httpx.Limits(max_connections=self.max_concurrency)
+            async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
+
+                async def one(p):
+                    async with sem:
+                        try:
+                            data, retries = await self._post(client, path, p)
+                            return data, retries, None
+                        except RequestFailed as e:
+                            return None, e.retries, str(e)
+
+                return await asyncio.gather(*(one(p) for p in payloads))
+
+        return _run_coroutine(main())
+
+    # ------------------------------------------------------------------ API
+    def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
+        base = {
+            "model": self.model,
+            "n": sampling.n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.stop:
+            base["stop"] = sampling.stop
+        if sampling.seed is not None:
+            base["seed"] = sampling.seed
+        if sampling.logprobs:
+            base["logprobs"] = True
+        answers = self._run_all("/chat/completions", [{**base, "messages": c} for c in conversations])
+        out = []
+        for data, retries, err in answers:
+            if err is not None:
+                out.append(ChatResult(error=err, retries=retries))
+                continue
+            try:
+                out.append(_parse_chat(data, retries))
+            except (KeyError, TypeError, IndexError) as e:
+                out.append(
+                    ChatResult(error=f"unexpected response shape: {type(e).__name__} {e}", retries=retries)
+                )
+        return out
+
+    def logprobs(self, conversations: list[Conversation], responses: list[str]) -> list[LogprobResult]:
+        payloads = [
+            {"model": self.model, "messages": c, "response": r}
+            for c, r in zip(conversations, responses, strict=True)
+        ]
+        out = []
+        for data, _, err in self._run_all("/score", payloads):
+            if err is not None:
+                if "HTTP 404" in err:
+                    err = (
+                        "this server offers no response log-probabilities (/score); use flywheel serve or hf"
+                    )
+                out.append(LogprobResult(None, err))
+            else:
+                out.append(LogprobResult(data.get("logprobs"), data.get("error")))
+        return out
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        chunks = [texts[i : i + 64] for i in range(0, len(texts), 64)]
+        answers = self._run_all("/embeddings", [{"model": self.model, "input": c} for c in chunks])
+        vecs = []
+        for data, _, err in answers:
+            if err is not None:
+                raise ModelError(f"embeddings from {self.base_url} failed: {err}")
+            vecs += [d["embedding"] for d in sorted(data["data"], key=lambda d: d["index"])]
+        return np.asarray(vecs, dtype=np.float32)
+
+
+def _parse_chat(data: dict, retries: int) -> ChatResult:
+    comps = []
+    for choice in sorted(data["choices"], key=lambda c: c.get("index", 0)):
+        content = choice["message"].get("content") or ""
+        lp = choice.get("logprobs") or {}
+        items = lp.get("content") if isinstance(lp, dict) else None
+        comps.append(
+            Completion(
+                text=content,
+                finish_reason=choice.get("finish_reason") or "stop",
+                tokens=0,
+                logprobs=[t["logprob"] for t in items] if items else None,
+                token_strs=[t.get("token", "") for t in items] if items else None,
+            )
+        )
+    usage = data.get("usage") or {}
+    total = usage.get("completion_tokens", 0)
+    for c in comps:  # the server reports one total; split it evenly for per-completion counts
+        c.tokens = total // max(len(comps), 1)
+    return ChatResult(comps, prompt_tokens=usage.get("prompt_tokens", 0), retries=retries)
+
+
+def _run_coroutine(coro) -> Any:
+    """asyncio.run, also from code that already runs inside an event loop (notebooks, servers)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as e:  # handed back to the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -1,0 +1,113 @@
+"""The `vllm` backend: in-process vLLM on a GPU, behind the same interface as `hf`.
+
+vLLM is imported only when this backend is built; without it, or without a GPU, the error says so.
+"""
+
+from __future__ import annotations
+
+from dataflywheel.engine.fingerprint import digest
+from dataflywheel.models import embedded
+from dataflywheel.models.base import (
+    CHAT,
+    LOGPROBS,
+    Backend,
+    ChatResult,
+    Completion,
+    Conversation,
+    LogprobResult,
+    ModelError,
+    Sampling,
+)
+
+
+class VLLMBackend(Backend):
+    capabilities = frozenset({CHAT, LOGPROBS})
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+        trust_remote_code: bool = False,
+    ):
+        try:
+            import torch
+        except ImportError:
+            raise ModelError("the vllm backend needs torch and vllm: pip install vllm") from None
+        if not torch.cuda.is_available():
+            raise ModelError("the vllm backend needs a CUDA GPU, and torch sees none; use backend: hf on CPU")
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ModelError(
+                "the vllm backend needs vllm: pip install vllm (on a machine with a CUDA GPU)"
+            ) from None
+        self.spec = model
+        self.path = str(embedded.resolve(model) if model.startswith("embedded:") else model)
+        self.llm = LLM(
+            self.path,
+            dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            trust_remote_code=trust_remote_code,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    @property
+    def fingerprint(self) -> str:
+        return digest("vllm", self.spec, self.path, self.tokenizer.chat_template)
+
+    def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            stop=sampling.stop,
+            seed=sampling.seed,
+            logprobs=0 if sampling.logprobs else None,
+        )
+        prompts = [
+            self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+            for c in conversations
+        ]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for out in outs:
+            comps = []
+            for o in out.outputs:
+                lps = None
+                if sampling.logprobs and o.logprobs is not None:
+                    lps = [step[tok].logprob for step, tok in zip(o.logprobs, o.token_ids, strict=True)]
+                comps.append(Completion(o.text, o.finish_reason or "stop", len(o.token_ids), lps))
+            results.append(ChatResult(comps, prompt_tokens=len(out.prompt_token_ids)))
+        return results
+
+    def logprobs(self, conversations: list[Conversation], responses: list[str]) -> list[LogprobResult]:
+        from vllm import SamplingParams
+
+        prompts, starts = [], []
+        for conv, resp in zip(conversations, responses, strict=True):
+            head = (
+                self.tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+                if conv
+                else ""
+            )
+            head_ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+            full_ids = self.tokenizer(head + resp, add_special_tokens=False)["input_ids"]
+            if full_ids[: len(head_ids)] != head_ids:
+                full_ids = head_ids + self.tokenizer(resp, add_special_tokens=False)["input_ids"]
+            prompts.append({"prompt_token_ids": full_ids})
+            starts.append(len(head_ids))
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0)
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for out, start, p in zip(outs, starts, prompts, strict=True):
+            ids = p["prompt_token_ids"]
+            lps = [out.prompt_logprobs[i][ids[i]].logprob for i in range(max(start, 1), len(ids))]
+            results.append(LogprobResult(lps))
+        return results

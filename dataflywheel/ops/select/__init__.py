@@ -1,0 +1,1 @@
+"""Data selection: heuristics, dedup, embeddings, diversity, model-judged and gradient-based selection."""

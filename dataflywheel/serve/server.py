@@ -1,0 +1,193 @@
+"""The OpenAI-compatible app: /v1/models, /v1/chat/completions, /v1/embeddings, and /v1/score (an
+extension: log-probabilities of given responses, which the `openai` backend uses for IFD and friends)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataflywheel.models.base import CHAT, EMBED, LOGPROBS, Backend, Sampling
+from dataflywheel.serve.batcher import Batcher
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, tools, ...)
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    n: int = Field(1, ge=1, le=64)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    logprobs: bool = False
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    input: str | list[str]
+
+
+class ScoreRequest(BaseModel):
+    model: str | None = None
+    messages: list[Message]
+    response: str
+
+
+def _text(content) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if p.get("type", "text") == "text")
+
+
+def create_app(
+    name: str,
+    chat: Backend | None = None,
+    embedder: Backend | None = None,
+    api_key: str | None = None,
+    max_batch: int = 16,
+) -> FastAPI:
+    app = FastAPI(title="dataflywheel serve")
+
+    def run(key: str, items: list[Any]) -> list[Any]:
+        kind, _, params = key.partition("|")
+        if kind == "chat":
+            return chat.chat(items, Sampling.model_validate_json(params))
+        if kind == "score":
+            return chat.logprobs([i[0] for i in items], [i[1] for i in items])
+        texts = [t for batch in items for t in batch]
+        vecs = (embedder or chat).embed(texts)
+        out, start = [], 0
+        for batch in items:
+            out.append(vecs[start : start + len(batch)])
+            start += len(batch)
+        return out
+
+    batcher = Batcher(run, max_batch=max_batch)
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next):
+        authorized = request.headers.get("authorization") == f"Bearer {api_key}"
+        if api_key and request.url.path.startswith("/v1") and not authorized:
+            return JSONResponse({"error": {"message": "invalid or missing API key", "type": "auth"}}, 401)
+        return await call_next(request)
+
+    def check(model: str | None, backend: Backend | None, capability: str) -> None:
+        if backend is None or capability not in backend.capabilities:
+            raise HTTPException(404, f"this server has no model that can {capability}")
+        if model not in (None, name, getattr(backend, "spec", None)):
+            raise HTTPException(404, f"model '{model}' is not served here; this server serves '{name}'")
+
+    @app.get("/v1/models")
+    async def models():
+        caps = sorted(
+            (chat.capabilities if chat else frozenset())
+            | (embedder.capabilities if embedder else frozenset())
+        )
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "dataflywheel",
+                    "capabilities": caps,
+                }
+            ],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        check(req.model, chat, CHAT)
+        sampling = Sampling(
+            temperature=req.temperature,
+            top_p=req.top_p,
+            n=req.n,
+            seed=req.seed,
+            max_tokens=req.max_completion_tokens or req.max_tokens or 256,
+            stop=[req.stop] if isinstance(req.stop, str) else req.stop,
+            logprobs=req.logprobs,
+        )
+        conv = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
+        result = await asyncio.wrap_future(batcher.submit(f"chat|{sampling.model_dump_json()}", conv))
+        if result.error:
+            raise HTTPException(400, result.error)
+        choices = []
+        for i, c in enumerate(result.completions):
+            lp = None
+            if req.logprobs and c.logprobs is not None:
+                lp = {
+                    "content": [
+                        {"token": t, "logprob": v, "bytes": list(t.encode()), "top_logprobs": []}
+                        for t, v in zip(c.token_strs or [""] * len(c.logprobs), c.logprobs, strict=True)
+                    ]
+                }
+            choices.append(
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": c.text},
+                    "finish_reason": c.finish_reason,
+                    "logprobs": lp,
+                }
+            )
+        completion = sum(c.tokens for c in result.completions)
+        body = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": result.prompt_tokens + completion,
+            },
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(req: EmbeddingRequest):
+        backend = embedder or chat
+        check(req.model, backend, EMBED)
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        vecs = await asyncio.wrap_future(batcher.submit("embed|", texts))
+        data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vecs)]
+        tokens = sum(len(t.split()) for t in texts)
+        return Response(
+            orjson.dumps(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": name,
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+            ),
+            media_type="application/json",
+        )
+
+    @app.post("/v1/score")
+    async def score(req: ScoreRequest):
+        check(req.model, chat, LOGPROBS)
+        conv = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
+        result = await asyncio.wrap_future(batcher.submit("score|", (conv, req.response)))
+        return {"logprobs": result.logprobs, "error": result.error}
+
+    return app
