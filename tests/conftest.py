@@ -61,3 +61,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_call_cache(tmp_path_factory):
+    """Tests never read answers cached by an earlier session (the converted embedded models stay shared)."""
+    old = os.environ.get("FLYWHEEL_CACHE")
+    os.environ["FLYWHEEL_CACHE"] = str(tmp_path_factory.mktemp("cache") / "calls.sqlite")
+    yield
+    if old is None:
+        os.environ.pop("FLYWHEEL_CACHE", None)
+    else:
+        os.environ["FLYWHEEL_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real embedded SmolLM2-135M-Instruct, loaded once per test session."""
+    from dataflywheel.models.hf import HFBackend
+
+    return HFBackend("embedded:smollm2-135m-instruct", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from dataflywheel.models.st import SentenceTransformersBackend
+
+    return SentenceTransformersBackend("embedded:all-minilm-l6-v2", device="cpu")

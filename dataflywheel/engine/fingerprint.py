@@ -19,7 +19,7 @@ ENGINE_FORMAT = 1
 def digest(*parts: object) -> str:
     h = xxhash.xxh3_128()
     for p in parts:
-        h.update(orjson.dumps(p, option=orjson.OPT_SORT_KEYS, default=str))
+        h.update(orjson.dumps(p, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str))
         h.update(b"\x00")
     return h.hexdigest()
 

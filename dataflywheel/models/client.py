@@ -91,7 +91,7 @@ class Model:
 
     def __init__(self, name: str, spec: Any, cache: CallCache | None = None, backend: Backend | None = None):
         self.name, self.spec = name, spec
-        self.cache = cache or CallCache(mode=getattr(spec, "cache", "read_write"))
+        self.cache = cache if cache is not None else CallCache(mode=getattr(spec, "cache", "read_write"))
         self._backend = backend
         self.usage = Usage()
 

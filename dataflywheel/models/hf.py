@@ -120,13 +120,18 @@ class HFBackend(Backend):
     # ------------------------------------------------------------------ templates
     def render(self, conversation: Conversation, generation_prompt: bool = True) -> str:
         if not conversation and generation_prompt:
-            try:  # an empty conversation: just the assistant header (IFD's "direct" score)
-                return self.tokenizer.apply_chat_template([], add_generation_prompt=True, tokenize=False)
-            except Exception:
-                return ""
+            return self.assistant_header()
         return self.tokenizer.apply_chat_template(
             conversation, add_generation_prompt=generation_prompt, tokenize=False
         )
+
+    def assistant_header(self) -> str:
+        """What the template puts before a reply (e.g. '<|im_start|>assistant\\n'): the context of IFD's
+        "direct" score, like Cherry LLM's bare '### Response:'."""
+        probe = [{"role": "user", "content": "x"}]
+        with_header = self.tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+        without = self.tokenizer.apply_chat_template(probe, add_generation_prompt=False, tokenize=False)
+        return with_header[len(without) :] if with_header.startswith(without) else ""
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -40,7 +40,11 @@ class SentenceTransformersBackend(Backend):
             )
         except OSError as e:
             raise ModelError(f"cannot load '{model}' with sentence-transformers: {e}") from None
-        self.dim = self.model.get_sentence_embedding_dimension()
+        dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        self.dim = dim()
 
     @property
     def fingerprint(self) -> str:

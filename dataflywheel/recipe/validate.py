@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from dataflywheel.data import formats, io
 from dataflywheel.data import schema as S
 from dataflywheel.errors import DataError, FlywheelError, Problem, RecipeError
+from dataflywheel.models.client import BACKEND_CAPABILITIES
 from dataflywheel.ops import registry
 from dataflywheel.ops.base import Op
 from dataflywheel.recipe.models import Recipe, StepSpec
@@ -108,17 +109,25 @@ def _build_ops(recipe: Recipe, problems: list[Problem]) -> list[Op]:
         if op is not None:
             ops.append(op)
             for param, model in op.model_refs().items():
-                if model not in recipe.models:
-                    declared = sorted(recipe.models) or "none"
-                    problems.append(
-                        Problem(
-                            f"model '{model}' is not declared under `models:` (declared: {declared})",
-                            i,
-                            step.op,
-                            param,
-                        )
-                    )
+                problem = _model_problem(recipe, op, param, model)
+                if problem:
+                    problems.append(Problem(problem, i, step.op, param))
     return ops
+
+
+def _model_problem(recipe: Recipe, op: Op, param: str, model: str) -> str | None:
+    """An undeclared model, or one whose backend cannot do what the op needs."""
+    if model not in recipe.models:
+        return (
+            f"model '{model}' is not declared under `models:` (declared: {sorted(recipe.models) or 'none'})"
+        )
+    backend = recipe.models[model].backend
+    can = BACKEND_CAPABILITIES.get(backend, frozenset())
+    missing = [c for c in op.needs.get(param, ()) if c not in can]
+    if missing:
+        can_text = ", ".join(sorted(can))
+        return f"model '{model}' ({backend} backend) cannot {', '.join(missing)}; it can: {can_text}"
+    return None
 
 
 def _build_op(i: int, step: StepSpec, recipe: Recipe, problems: list[Problem]) -> Op | None:

@@ -1,0 +1,103 @@
+"""The hf backend on the real embedded SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dataflywheel.models.base import Sampling
+
+pytestmark = pytest.mark.slow
+
+CONVS = [
+    [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a primary color."}],
+    [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Count from one to five in words."},
+    ],
+]
+
+
+def test_chat_template_and_greedy_generation(smollm2):
+    prompt = smollm2.render(CONVS[0])
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    results = smollm2.chat(CONVS, Sampling(max_tokens=24))
+    assert "Paris" in results[0].text
+    for r in results:
+        (c,) = r.completions
+        assert r.error is None and c.text.strip() and c.finish_reason in ("stop", "length")
+        assert 0 < c.tokens <= 24 and r.prompt_tokens > 10
+    assert "one" in results[2].text.lower()
+    again = smollm2.chat(CONVS, Sampling(max_tokens=24))
+    assert [r.text for r in again] == [r.text for r in results]  # greedy is deterministic
+
+
+def test_batched_generation_matches_one_at_a_time(smollm2):
+    batched = [r.text for r in smollm2.chat(CONVS, Sampling(max_tokens=16))]
+    single = [smollm2.chat([c], Sampling(max_tokens=16))[0].text for c in CONVS]
+    assert batched == single
+
+
+def test_sampling_n_seed_stop_and_logprobs(smollm2):
+    s = Sampling(max_tokens=12, temperature=0.9, n=3, seed=7, logprobs=True)
+    (r,) = smollm2.chat(CONVS[:1], s)
+    assert len(r.completions) == 3
+    assert [c.text for c in smollm2.chat(CONVS[:1], s)[0].completions] == [c.text for c in r.completions]
+    for c in r.completions:
+        assert len(c.logprobs) == c.tokens and all(lp <= 0 for lp in c.logprobs)
+    (stopped,) = smollm2.chat(CONVS[2:], Sampling(max_tokens=30, stop=["three"]))
+    assert "three" not in stopped.text.lower() and stopped.completions[0].finish_reason == "stop"
+
+
+def manual_logprobs(backend, conv, response):
+    """Independent computation: one full forward pass, log-softmax, prompt positions masked."""
+    prompt_ids, resp_ids = backend.split_ids(conv, response)
+    ids = torch.tensor([prompt_ids + resp_ids])
+    labels = ids.clone()
+    labels[0, : len(prompt_ids)] = -100
+    with torch.no_grad():
+        logits = backend.model(ids).logits[0, :-1].float()
+    targets = labels[0, 1:]
+    lp = logits.log_softmax(-1)
+    keep = targets != -100
+    return lp[keep].gather(1, targets[keep][:, None]).squeeze(1).tolist()
+
+
+def test_logprobs_equal_a_manual_forward_pass(smollm2):
+    responses = [
+        "Paris.",
+        "Blue is a primary color, and so are red and yellow.",
+        "One, two, three, four, five.",
+    ]
+    got = smollm2.logprobs(CONVS, responses)
+    for conv, resp, r in zip(CONVS, responses, got, strict=True):
+        want = manual_logprobs(smollm2, conv, resp)
+        assert len(r.logprobs) == len(want) == len(smollm2.split_ids(conv, resp)[1])
+        np.testing.assert_allclose(r.logprobs, want, atol=1e-4)
+    # the mean NLL is the response-only cross-entropy the trainers minimise
+    ids_p, ids_r = smollm2.split_ids(CONVS[0], responses[0])
+    ids = torch.tensor([ids_p + ids_r])
+    labels = ids.clone()
+    labels[0, : len(ids_p)] = -100
+    with torch.no_grad():
+        loss = smollm2.model(ids, labels=labels).loss.item()
+    assert got[0].mean_nll == pytest.approx(loss, abs=1e-4)
+
+
+def test_logprobs_without_context_and_bad_inputs(smollm2):
+    with_ctx, no_ctx, empty = smollm2.logprobs([CONVS[0], [], CONVS[0]], ["Paris.", "Paris.", ""])
+    assert len(no_ctx.logprobs) == len(with_ctx.logprobs)
+    assert with_ctx.mean_nll < no_ctx.mean_nll  # the question makes the answer easier
+    assert empty.logprobs is None and empty.error == "empty response"
+
+
+def test_hidden_state_embeddings(smollm2):
+    vecs = smollm2.embed(
+        ["The cat sat on the mat.", "A cat was sitting on a mat.", "Stock prices fell sharply."]
+    )
+    assert vecs.shape == (3, 576) and vecs.dtype == np.float32
+    last = smollm2.embed(["The cat sat on the mat."], pooling="last")
+    assert not np.allclose(last[0], vecs[0])
