@@ -37,6 +37,9 @@ format: setup
 
 bench: setup
 	$(PY) bench/engine_overhead.py
+	$(PY) -m bench.hf_logprobs
+	$(PY) -m bench.hf_generate
+	$(PY) -m bench.serve_overhead
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -59,6 +59,9 @@ def pick_dtype(dtype: str, device: str):
         raise ModelError(f"unknown dtype '{dtype}'; valid: auto, float32, bfloat16, float16") from None
 
 
+LM_HEAD_CHUNK = 512
+
+
 class HFBackend(Backend):
     capabilities = frozenset({CHAT, LOGPROBS, EMBED})
     name = "hf"
@@ -69,7 +72,7 @@ class HFBackend(Backend):
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 16,
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int | None = None,
         trust_remote_code: bool = False,
     ):
         torch = _torch()
@@ -80,7 +83,10 @@ class HFBackend(Backend):
         self.path = str(path)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
+        # Tokens per scoring pass: on CPU, GEMMs of about 1k rows run fastest (measured: 8 x 128 tokens is
+        # 1.4x one 128-token sequence; 8 x 512 falls back), a GPU wants far more in flight.
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens or (16384 if self.device.startswith("cuda") else 1024)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -267,12 +273,10 @@ class HFBackend(Backend):
         torch = self._torch
         width = max(len(p) + len(r) for p, r in pairs)
         ids = torch.full((len(pairs), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(pairs), width), dtype=torch.long)
         rows, cols, targets, sizes = [], [], [], []
         for b, (p, r) in enumerate(pairs):  # right padding: positions stay 0..len-1
             seq = p + r
             ids[b, : len(seq)] = torch.tensor(seq)
-            mask[b, : len(seq)] = 1
             # position t predicts token t+1: the response tokens are predicted from len(p)-1 .. len(seq)-2
             # (with no prompt at all the first response token has no context and is not scored)
             span = range(max(len(p) - 1, 0), len(seq) - 1)
@@ -281,16 +285,21 @@ class HFBackend(Backend):
             targets += seq[span.start + 1 : span.stop + 1]
             sizes.append(len(span))
         with torch.inference_mode():
-            hidden = self.model.get_decoder()(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-            ).last_hidden_state
+            # Right padding under a causal mask: no real token can see a pad, so no padding mask is needed
+            # and attention keeps its fast causal kernel. Pad positions compute values nobody reads.
+            hidden = self.model.get_decoder()(input_ids=ids.to(self.device)).last_hidden_state
             picked = hidden[torch.tensor(rows), torch.tensor(cols)]  # (response tokens, hidden)
-            logits = self.model.get_output_embeddings()(picked).float()
+            tgt = torch.tensor(targets, device=picked.device)
+            head = self.model.get_output_embeddings()
             scale = getattr(self.model.config, "final_logit_softcapping", None)
-            if scale:
-                logits = torch.tanh(logits / scale) * scale
-            tgt = torch.tensor(targets, device=logits.device)
-            lp = logits.gather(1, tgt[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+            parts = []
+            for start in range(0, len(tgt), LM_HEAD_CHUNK):  # (chunk, vocab) logits at a time: bounded memory
+                logits = head(picked[start : start + LM_HEAD_CHUNK]).float()
+                if scale:
+                    logits = torch.tanh(logits / scale) * scale
+                t = tgt[start : start + LM_HEAD_CHUNK]
+                parts.append(logits.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1))
+            lp = torch.cat(parts) if parts else torch.zeros(0)
         out, offset = [], 0
         values = lp.cpu().tolist()
         for n in sizes:
@@ -311,10 +320,8 @@ class HFBackend(Backend):
             for b, i in enumerate(batch):
                 ids[b, : len(enc[i])] = torch.tensor(enc[i])
                 mask[b, : len(enc[i])] = 1
-            with torch.inference_mode():
-                hidden = self.model.get_decoder()(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-                ).last_hidden_state.float()
+            with torch.inference_mode():  # right padding + causal attention: real positions never see pads
+                hidden = self.model.get_decoder()(input_ids=ids.to(self.device)).last_hidden_state.float()
             m = mask.to(hidden.device).unsqueeze(-1).float()
             if pooling == "mean":
                 vec = (hidden * m).sum(1) / m.sum(1)

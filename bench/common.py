@@ -1,0 +1,36 @@
+"""Shared helpers for the benchmarks: real prompts from ../shared/data, peak memory, machine FLOP/s."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FLYWHEEL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def alpaca_eval_pairs(n: int) -> list[tuple[str, str]]:
+    """(instruction, reference answer) pairs from AlpacaEval's text-davinci-003 outputs."""
+    path = SHARED / "alpaca_eval" / "reference_outputs" / "text_davinci_003.json"
+    rows = json.loads(path.read_text())
+    return [(r["instruction"], r["output"]) for r in rows[:n]]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_peak_gflops(dtype: str = "float32", size: int = 2048, reps: int = 5) -> float:
+    """This machine's dense matmul throughput, the denominator of model FLOP utilisation."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=dt), torch.randn(size, size, dtype=dt)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
