@@ -70,7 +70,8 @@ def main() -> None:
     f_ref = flops(backend, pairs, tokens - len(pairs))
     f_ours = flops(backend, pairs, sum(len(r) for _, r in pairs))
     print(
-        f"{len(pairs)} sequences, {tokens:,} tokens (SmolLM2-135M, float32, {torch.get_num_threads()} threads)"
+        f"{len(pairs)} sequences, {tokens:,} tokens "
+        f"(SmolLM2-135M, float32, {torch.get_num_threads()} threads)"
     )
     print(f"max |difference| of log-probs: {diff:.2e} (must be < 1e-4)")
     print(f"{'':22} {'seconds':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
