@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -26,7 +27,7 @@ from dataflywheel.data import schema as S
 from dataflywheel.engine import fingerprint as fp
 from dataflywheel.engine.manifest import Manifest
 from dataflywheel.engine.progress import Progress
-from dataflywheel.engine.store import DROP_SCHEMA, StepStore, drop_rows, write_table
+from dataflywheel.engine.store import DROP_SCHEMA, StepStore, atomic_write_json, drop_rows, write_table
 from dataflywheel.errors import FlywheelError
 from dataflywheel.models.client import load_models
 from dataflywheel.ops.base import Filter, Generator, Mapper, Op, OpContext, Scorer, Selector
@@ -275,7 +276,9 @@ class LocalExecutor:
     def _select(self, op: Selector, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         counts = [pq.read_metadata(p).num_rows for p in inputs]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        indices, dropped, reasons = self._selection(op, inputs, store, int(offsets[-1]))
+        sel = self._selection(op, inputs, store, int(offsets[-1]))
+        result.stats.update(sel.stats)
+        indices, dropped = sel.indices, sel.dropped
         task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
         step = op.ctx.step
         if np.all(np.diff(indices) > 0):  # a pure subset in input order: stream shard by shard
@@ -283,22 +286,23 @@ class LocalExecutor:
                 lo, hi = offsets[k], offsets[k + 1]
                 if store.has_shard(k):
                     result.shards_reused += 1
-                else:
-                    table = pq.read_table(shard)
-                    keep = indices[(indices >= lo) & (indices < hi)] - lo
-                    in_shard = (dropped >= lo) & (dropped < hi)
-                    gone = dropped[in_shard] - lo
-                    drops = (
-                        drop_rows(
-                            step,
-                            op.name,
-                            table.take(gone).to_pylist(),
-                            [reasons[i] for i in np.flatnonzero(in_shard)],
-                        )
-                        if len(gone)
-                        else None
+                    task.advance()
+                    continue
+                table = pq.read_table(shard)
+                kept = (indices >= lo) & (indices < hi)
+                gone = (dropped >= lo) & (dropped < hi)
+                drops = None
+                if gone.any():
+                    where = np.flatnonzero(gone)
+                    drops = drop_rows(
+                        step,
+                        op.name,
+                        table.take(dropped[gone] - lo).to_pylist(),
+                        [sel.reasons[i] for i in where],
+                        [sel.details[i] for i in where],
                     )
-                    store.write_shard(k, table.take(keep), drops)
+                out = _with_columns(table.take(indices[kept] - lo), sel.columns.filter(pa.array(kept)))
+                store.write_shard(k, out, drops)
                 task.advance()
             return
         # The selection reorders rows (sort, shuffled mix): gather once, then cut into new shards.
@@ -310,21 +314,25 @@ class LocalExecutor:
                 continue
             drops = None
             if k == 0 and len(dropped):
-                drops = drop_rows(step, op.name, full.take(dropped).to_pylist(), reasons)
-            store.write_shard(k, full.take(indices[k * size : (k + 1) * size]), drops)
+                drops = drop_rows(step, op.name, full.take(dropped).to_pylist(), sel.reasons, sel.details)
+            part = slice(k * size, (k + 1) * size)
+            out = _with_columns(full.take(indices[part]), sel.columns.slice(part.start, size))
+            store.write_shard(k, out, drops)
         task.advance(len(inputs))
 
-    def _selection(
-        self, op: Selector, inputs: list[Path], store: StepStore, n: int
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Kept positions (output order), dropped positions (sorted) and their reasons; saved for resume."""
+    def _selection(self, op: Selector, inputs: list[Path], store: StepStore, n: int) -> _Saved:
+        """What the selector decided, saved beside the shards so a resumed step does not decide again."""
         kept_path, dropped_path = store.path / "_selection.parquet", store.path / "_dropped.parquet"
-        if kept_path.exists() and dropped_path.exists():
-            d = pq.read_table(dropped_path)
-            return (
-                pq.read_table(kept_path).column("index").to_numpy(),
+        stats_path = store.path / "_selection_stats.json"
+        if kept_path.exists() and dropped_path.exists() and stats_path.exists():
+            kept, d = pq.read_table(kept_path), pq.read_table(dropped_path)
+            return _Saved(
+                kept.column("index").to_numpy(),
+                kept.drop_columns(["index"]),
                 d.column("index").to_numpy(),
                 d.column("reason").to_pylist(),
+                d.column("detail").to_pylist(),
+                orjson.loads(stats_path.read_bytes()),
             )
         cols = list(dict.fromkeys([S.ID, *op.input_columns()]))
         view = io.concat([pq.read_table(p, columns=cols) for p in inputs]) if inputs else pa.table({S.ID: []})
@@ -341,12 +349,30 @@ class LocalExecutor:
             reasons = [selection.reason] * len(dropped)
         else:
             reasons = [selection.reason.get(int(i), "not selected") for i in dropped]
+        details = [(selection.details or {}).get(int(i)) for i in dropped]
+        extra = {}
+        for name, values in (selection.columns or {}).items():
+            arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+            if len(arr) != n:
+                raise FlywheelError(
+                    f"step {op.ctx.step} ({op.name}): column '{name}' has {len(arr)} values for {n} rows"
+                )
+            extra[name] = arr.take(pa.array(indices))
+        columns = pa.table(extra) if extra else pa.table({"_": pa.nulls(len(indices))}).drop_columns(["_"])
         write_table(
             dropped_path,
-            pa.table({"index": pa.array(dropped, pa.int64()), "reason": pa.array(reasons, pa.string())}),
+            pa.table(
+                {
+                    "index": pa.array(dropped, pa.int64()),
+                    "reason": pa.array(reasons, pa.string()),
+                    "detail": pa.array(details, pa.string()),
+                }
+            ),
         )
-        write_table(kept_path, pa.table({"index": pa.array(indices, pa.int64())}))
-        return indices, dropped, reasons
+        write_table(kept_path, columns.add_column(0, "index", pa.array(indices, pa.int64())))
+        store_stats = dict(selection.stats)
+        atomic_write_json(stats_path, store_stats)
+        return _Saved(indices, columns, dropped, reasons, details, store_stats)
 
     def _generate(self, op: Generator, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         seeds = io.concat([pq.read_table(p) for p in inputs])
@@ -424,6 +450,24 @@ class LocalExecutor:
             for shard in StepStore(last.dir).shards():
                 writer.write_table(pq.read_table(shard))
         return path
+
+
+@dataclass
+class _Saved:
+    indices: np.ndarray  # kept positions, in output order
+    columns: pa.Table  # selector-written columns for the kept rows, aligned with indices
+    dropped: np.ndarray  # dropped positions, sorted
+    reasons: list[str]
+    details: list[str | None]
+    stats: dict
+
+
+def _with_columns(table: pa.Table, extra: pa.Table) -> pa.Table:
+    for name in extra.column_names:
+        i = table.schema.get_field_index(name)
+        col = extra.column(name)
+        table = table.set_column(i, name, col) if i >= 0 else table.append_column(name, col)
+    return table
 
 
 def _note_changes(op_name: str, before: pa.Table, after: pa.Table) -> pa.Table:

@@ -145,10 +145,18 @@ class Filter(Op):
 
 @dataclass
 class Selection:
-    """A Selector's verdict: the positions of the rows to keep, in output order, and why the rest went."""
+    """A Selector's verdict: the positions of the rows to keep, in output order, and why the rest went.
+
+    ``columns`` may annotate every input row (arrays of the input's length, e.g. a cluster id); the kept
+    rows carry them on. ``details`` adds a per-row note to the drop log (e.g. "duplicate of <id>") while
+    ``reason`` stays groupable. ``stats`` goes to the step's entry in the manifest (e.g. a cluster report).
+    """
 
     indices: np.ndarray
     reason: str | dict[int, str] = "not selected"
+    details: dict[int, str] | None = None
+    columns: dict[str, Any] | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class Selector(Op):

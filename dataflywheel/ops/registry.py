@@ -23,6 +23,8 @@ REGISTRY: dict[str, str] = {
     "generate": "dataflywheel.ops.core.generate:Generate",
     # select: data selection
     "embed": "dataflywheel.ops.select.embed:Embed",
+    "exact_dedup": "dataflywheel.ops.select.exact_dedup:ExactDedup",
+    "minhash_dedup": "dataflywheel.ops.select.minhash_dedup:MinHashDedup",
 }
 
 
