@@ -11,6 +11,8 @@ and clusters are the connected components of the checked pairs.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -100,7 +102,7 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signatures(
-    shingles: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int = 1, block: int = 1 << 18
+    shingles: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int = 1, block: int = 1 << 10
 ) -> np.ndarray:
     """(texts, num_perm) uint32 MinHash signatures; a text without shingles gets all-max values."""
     a, b = permutations(num_perm, seed)
@@ -115,11 +117,12 @@ def signatures(
         lo, hi = offsets[doc], offsets[stop]
         if hi > lo:
             with np.errstate(over="ignore"):
-                vals = ((x[lo:hi, None] * a[None, :] + b[None, :]) >> np.uint64(32)).astype(np.uint32)
+                vals = x[lo:hi, None] * a[None, :]
+                vals += b[None, :]
+                vals >>= np.uint64(32)
             seg = offsets[doc:stop] - lo
             nonempty = np.diff(offsets[doc : stop + 1]) > 0
-            mins = np.minimum.reduceat(vals, seg[nonempty], axis=0)
-            sig[doc:stop][nonempty] = mins
+            sig[doc:stop][nonempty] = np.minimum.reduceat(vals, seg[nonempty], axis=0)
         doc = stop
     return sig
 
@@ -173,6 +176,20 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     return first[labels]
 
 
+def exact_jaccard(texts: list[str], pairs: np.ndarray, unit: str, ngram: int) -> np.ndarray:
+    """Jaccard similarity of the shingle sets themselves, for the texts that appear in candidate pairs."""
+    involved = np.unique(pairs)
+    tok, off = token_hashes([texts[i] for i in involved], unit)
+    sh, sh_off = shingle_hashes(tok, off, ngram)
+    sets = {int(i): set(sh[sh_off[k] : sh_off[k + 1]].tolist()) for k, i in enumerate(involved)}
+    out = np.empty(len(pairs), dtype=np.float32)
+    for k, (i, j) in enumerate(pairs.tolist()):
+        a, b = sets[i], sets[j]
+        union = len(a | b)
+        out[k] = len(a & b) / union if union else 0.0
+    return out
+
+
 def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
     out = np.empty(len(pairs), dtype=np.float32)
     for s in range(0, len(pairs), chunk):
@@ -188,29 +205,40 @@ def near_duplicate_clusters(
     ngram: int = 5,
     unit: str = "word",
     seed: int = 1,
-    verify: bool = True,
-    recall_weight: float = 0.85,
-    chunk: int = 50_000,
+    verify: str = "exact",
+    recall_weight: float = 0.95,
+    chunk: int = 5_000,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Cluster label per text (the smallest position in its cluster), the signatures, and the LSH settings.
 
     ``recall_weight`` is the weight of false negatives when choosing the bands (false positives get the
-    rest). datasketch uses 0.5; with ``verify`` a false-positive candidate costs one signature comparison,
-    so trading them for recall is cheap.
+    rest). datasketch uses 0.5; since every candidate is verified (``exact``: the Jaccard of the shingle
+    sets; ``signature``: the MinHash estimate; ``none``: every candidate pair is joined, as datasketch and
+    Data-Juicer do), a false candidate costs one comparison, so trading them for recall is cheap.
     """
     n = len(texts)
     sig = np.empty((n, num_perm), dtype=np.uint32)
     nonempty = np.zeros(n, dtype=bool)
-    for s in range(0, n, chunk):  # bounded memory: tokens and shingles exist for one chunk at a time
+
+    def work(s: int) -> None:  # bounded memory: tokens and shingles exist for one chunk at a time
         tok, off = token_hashes(texts[s : s + chunk], unit)
         sh, sh_off = shingle_hashes(tok, off, ngram)
         sig[s : s + chunk] = signatures(sh, sh_off, num_perm, seed)
         nonempty[s : s + chunk] = np.diff(sh_off) > 0
+
+    # NumPy and pyarrow release the GIL in their kernels, so chunks run in parallel on threads.
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        list(pool.map(work, range(0, n, chunk)))
     bands, rows = optimal_bands(threshold, num_perm, 1.0 - recall_weight, recall_weight)
     pairs = candidate_pairs(band_keys(sig, bands, rows), nonempty)
     candidates = len(pairs)
-    if verify and len(pairs):
+    if verify == "exact" and len(pairs):
+        pairs = pairs[exact_jaccard(texts, pairs, unit, ngram) >= threshold]
+    elif verify == "signature" and len(pairs):
         pairs = pairs[estimated_jaccard(sig, pairs) >= threshold]
+    elif verify not in ("exact", "signature", "none"):
+        raise ValueError(f"verify must be exact, signature or none, got {verify!r}")
     labels = components(n, pairs)
     return (
         labels,

@@ -15,12 +15,12 @@ class MinHashDedup(Selector):
     """Near-duplicate removal with MinHash LSH: one row is kept per cluster of near-duplicates.
 
     Jaccard similarity of word (or character) n-gram shingles is estimated with ``num_perm`` MinHash
-    permutations; LSH banding with the (bands, rows) that minimise the weighted false-positive and
-    false-negative probabilities at ``threshold`` proposes candidate pairs, which are checked against the
-    threshold before union-find joins them. The kept row is the best by ``keep_best`` (a score column)
-    or else the first. Every kept row gets ``tag_minhash_cluster`` (the kept row's id) and
-    ``score_minhash_cluster_size``; dropped rows name their kept duplicate in the drop log.
-    Reference: Broder (1997); the Data-Juicer and NeMo Curator MinHash deduplicators.
+    permutations. LSH banding, with the (bands, rows) that minimise the weighted false-positive and
+    false-negative probabilities at ``threshold``, proposes candidate pairs; their exact shingle Jaccard
+    is checked against the threshold before union-find joins them. The kept row is the best by
+    ``keep_best`` (a score column) or else the first. Every kept row gets ``tag_minhash_cluster`` (the
+    kept row's id) and ``score_minhash_cluster_size``; dropped rows name their kept duplicate in the
+    drop log. Reference: Broder (1997); the Data-Juicer and NeMo Curator MinHash deduplicators.
     """
 
     class Params(OpParams):
@@ -35,9 +35,11 @@ class MinHashDedup(Selector):
         unit: Literal["word", "char"] = Field("word", description="shingles of words or of characters")
         keep_best: str | None = Field(None, description="score column: keep the row with the highest value")
         seed: int = Field(1, description="seed of the permutations")
-        verify: bool = Field(True, description="check candidate pairs against the threshold before joining")
+        verify: Literal["exact", "signature", "none"] = Field(
+            "exact", description="check candidate pairs by exact shingle Jaccard, by signature, or not at all"
+        )
         recall_weight: float = Field(
-            0.85,
+            0.95,
             gt=0,
             lt=1,
             description="weight of misses vs false candidates when choosing LSH bands (datasketch: 0.5)",
