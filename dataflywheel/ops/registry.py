@@ -25,6 +25,12 @@ REGISTRY: dict[str, str] = {
     "embed": "dataflywheel.ops.select.embed:Embed",
     "exact_dedup": "dataflywheel.ops.select.exact_dedup:ExactDedup",
     "minhash_dedup": "dataflywheel.ops.select.minhash_dedup:MinHashDedup",
+    "text_stats": "dataflywheel.ops.select.text_stats:TextStats",
+    "token_length": "dataflywheel.ops.select.token_length:TokenLength",
+    "language_id": "dataflywheel.ops.select.language:LanguageId",
+    "refusal": "dataflywheel.ops.select.refusal:Refusal",
+    "truncation": "dataflywheel.ops.select.truncation:Truncation",
+    "copies_instruction": "dataflywheel.ops.select.copies_instruction:CopiesInstruction",
 }
 
 
