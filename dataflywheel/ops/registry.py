@@ -31,6 +31,10 @@ REGISTRY: dict[str, str] = {
     "refusal": "dataflywheel.ops.select.refusal:Refusal",
     "truncation": "dataflywheel.ops.select.truncation:Truncation",
     "copies_instruction": "dataflywheel.ops.select.copies_instruction:CopiesInstruction",
+    "semdedup": "dataflywheel.ops.select.semdedup:SemDedup",
+    "kcenter_select": "dataflywheel.ops.select.kcenter_select:KCenterSelect",
+    "cluster_sample": "dataflywheel.ops.select.cluster_sample:ClusterSample",
+    "diverse_filter": "dataflywheel.ops.select.diverse_filter:DiverseFilter",
 }
 
 

@@ -176,17 +176,22 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     return first[labels]
 
 
-def exact_jaccard(texts: list[str], pairs: np.ndarray, unit: str, ngram: int) -> np.ndarray:
-    """Jaccard similarity of the shingle sets themselves, for the texts that appear in candidate pairs."""
-    involved = np.unique(pairs)
-    tok, off = token_hashes([texts[i] for i in involved], unit)
-    sh, sh_off = shingle_hashes(tok, off, ngram)
-    sets = {int(i): set(sh[sh_off[k] : sh_off[k + 1]].tolist()) for k, i in enumerate(involved)}
+def exact_jaccard(
+    texts: list[str], pairs: np.ndarray, unit: str, ngram: int, chunk: int = 10_000
+) -> np.ndarray:
+    """Jaccard similarity of the shingle sets themselves, for candidate pairs, a chunk of pairs at a time
+    (only the texts of one chunk have their shingle sets in memory)."""
     out = np.empty(len(pairs), dtype=np.float32)
-    for k, (i, j) in enumerate(pairs.tolist()):
-        a, b = sets[i], sets[j]
-        union = len(a | b)
-        out[k] = len(a & b) / union if union else 0.0
+    for s in range(0, len(pairs), chunk):
+        part = pairs[s : s + chunk]
+        involved = np.unique(part)
+        tok, off = token_hashes([texts[i] for i in involved], unit)
+        sh, sh_off = shingle_hashes(tok, off, ngram)
+        sets = {int(i): set(sh[sh_off[k] : sh_off[k + 1]].tolist()) for k, i in enumerate(involved)}
+        for k, (i, j) in enumerate(part.tolist()):
+            a, b = sets[i], sets[j]
+            union = len(a | b)
+            out[s + k] = len(a & b) / union if union else 0.0
     return out
 
 

@@ -80,18 +80,17 @@ class MinHashDedup(Selector):
 def cluster_selection(
     ids: list[str], labels: np.ndarray, score: np.ndarray | None, kind: str, similarity, info: dict
 ) -> Selection:
-    """Keep one row per cluster (best score, else first); annotate and explain the rest."""
+    """Keep one row per cluster and explain the rest. ``labels[i]`` is the position of the row that
+    represents i's cluster; with a score, the cluster's best row is kept instead (ties: the first)."""
     n = len(ids)
-    order = np.arange(n)
+    keeper = np.asarray(labels, dtype=np.int64).copy()
     if score is not None:
         s = np.where(np.isnan(score), -np.inf, score)
         order = np.lexsort((np.arange(n), -s, labels))  # by cluster, best score first, then position
-    else:
-        order = np.lexsort((np.arange(n), labels))
-    first = np.ones(n, dtype=bool)
-    first[1:] = labels[order][1:] != labels[order][:-1]
-    keeper_of_cluster = dict(zip(labels[order][first].tolist(), order[first].tolist(), strict=True))
-    keeper = np.array([keeper_of_cluster[c] for c in labels.tolist()], dtype=np.int64)
+        first = np.ones(n, dtype=bool)
+        first[1:] = labels[order][1:] != labels[order][:-1]
+        best = dict(zip(labels[order][first].tolist(), order[first].tolist(), strict=True))
+        keeper = np.array([best[c] for c in labels.tolist()], dtype=np.int64)
     sizes = np.bincount(labels, minlength=n)[labels]
     kept = np.flatnonzero(keeper == np.arange(n))
     dropped = np.flatnonzero(keeper != np.arange(n))

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from dataflywheel.ops.base import OpParams, Selection, Selector
+from dataflywheel.ops.select.diversity import kcenter_greedy, matrix
+
+
+class KCenterSelect(Selector):
+    """Pick a diverse subset: k-center greedy (farthest-first traversal) over an embedding column.
+
+    Each pick is the row farthest from everything picked so far, so the subset covers the embedding
+    space with the smallest radius a greedy can guarantee (a 2-approximation of the k-center optimum;
+    Sener and Savarese, "Active Learning for CNNs: A Core-Set Approach", ICLR 2018). The rows keep
+    their input order.
+    """
+
+    class Params(OpParams):
+        column: str = Field("embedding_default", description="embedding column to measure distance in")
+        k: int | None = Field(None, ge=1, description="rows to keep")
+        fraction: float | None = Field(None, gt=0, le=1, description="fraction of rows to keep")
+        first: int | None = Field(
+            None, ge=0, description="position of the first pick (default: seeded random)"
+        )
+        seed: int | None = Field(None, description="seed of the first pick; the recipe's seed when unset")
+
+        @model_validator(mode="after")
+        def _budget(self):
+            if (self.k is None) == (self.fraction is None):
+                raise ValueError("give exactly one of k or fraction")
+            return self
+
+    def input_columns(self) -> list[str]:
+        return [self.params.column]
+
+    def select(self, table: pa.Table) -> Selection:
+        p = self.params
+        x = matrix(table, p.column)
+        n = x.shape[0]
+        k = p.k if p.k is not None else int(n * p.fraction)
+        if n == 0 or k == 0:
+            return Selection(np.zeros(0, dtype=np.int64), reason="not among the k centers")
+        seed = p.seed if p.seed is not None else self.ctx.seed
+        first = p.first if p.first is not None else int(np.random.default_rng(seed).integers(n))
+        picks = kcenter_greedy(x, k, first)
+        return Selection(
+            np.sort(picks),
+            reason=f"not among the {len(picks)} k-centers",
+            stats={"picked_in_order": [int(i) for i in picks[:20]]},
+        )

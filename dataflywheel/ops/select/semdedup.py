@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from dataflywheel.data import schema as S
+from dataflywheel.ops.base import OpParams, Selection, Selector
+from dataflywheel.ops.select.diversity import kmeans, matrix
+from dataflywheel.ops.select.minhash_dedup import cluster_selection
+
+
+class SemDedup(Selector):
+    """Semantic deduplication (SemDeDup, Abbas et al. 2023): k-means over embeddings, then inside each
+    cluster every pair with cosine similarity >= ``threshold`` is a duplicate.
+
+    Rows in a cluster are ranked (nearest the centroid first, or best ``keep_best`` first); a row is
+    dropped when a higher-ranked row of its cluster is at least ``threshold`` similar, and its kept
+    duplicate is named in the drop log. Embeddings are L2-normalised here, so cosine = dot product.
+    """
+
+    class Params(OpParams):
+        column: str = Field("embedding_default", description="embedding column")
+        threshold: float = Field(
+            0.95, gt=0, le=1, description="cosine similarity at which rows are duplicates"
+        )
+        n_clusters: int = Field(100, ge=1, description="k-means clusters (SemDeDup: about n / 1000 or more)")
+        keep_best: str | None = Field(None, description="score column: keep the best of duplicates")
+        seed: int | None = Field(None, description="k-means seed; the recipe's seed when unset")
+
+    def input_columns(self) -> list[str]:
+        return [self.params.column] + ([self.params.keep_best] if self.params.keep_best else [])
+
+    def output_columns(self) -> list[str]:
+        return ["tag_semdedup_cluster", "score_semdedup_cluster_size"]
+
+    def select(self, table: pa.Table) -> Selection:
+        p = self.params
+        x = matrix(table, p.column)
+        n = x.shape[0]
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        seed = p.seed if p.seed is not None else self.ctx.seed
+        clusters, centroids = kmeans(x, p.n_clusters, seed) if n else (np.zeros(0, np.int64), None)
+        score = None
+        if p.keep_best:
+            score = np.asarray(table.column(p.keep_best).to_numpy(zero_copy_only=False), dtype=np.float64)
+        labels = np.arange(n)
+        for c in np.unique(clusters):
+            rows = np.flatnonzero(clusters == c)
+            if score is not None:
+                rank = rows[np.lexsort((rows, -np.nan_to_num(score[rows], nan=-np.inf)))]
+            else:
+                rank = rows[np.argsort(-(x[rows] @ centroids[c]), kind="stable")]
+            sims = x[rank] @ x[rank].T
+            np.fill_diagonal(sims, -1.0)
+            sims = np.triu(sims, k=1)  # only higher-ranked rows (earlier in `rank`) can absorb a row
+            for j in range(1, len(rank)):
+                above = np.flatnonzero(sims[:j, j] >= p.threshold)
+                if len(above):
+                    labels[rank[j]] = labels[rank[above[0]]]
+        labels = _resolve(labels)
+        return cluster_selection(
+            table.column(S.ID).to_pylist(),
+            labels,
+            score,
+            "semdedup",
+            lambda i, j: f"{float(x[i] @ x[j]):.3f}",
+            {"kmeans_clusters": len(np.unique(clusters)) if n else 0, "threshold": p.threshold},
+        )
+
+
+def _resolve(labels: np.ndarray) -> np.ndarray:
+    """Follow absorbed-by links to their root so each group has one label, the position of its keeper."""
+    out = labels.copy()
+    for i in range(len(out)):
+        r = i
+        while out[r] != r:
+            r = out[r]
+        out[i] = r
+    return out
