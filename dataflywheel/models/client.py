@@ -56,8 +56,21 @@ class Usage:
         return d
 
 
+def _quiet_transformers() -> None:
+    """Weight-loading progress bars and advisory warnings would bury the run's own progress."""
+    try:
+        from transformers.utils import logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 def build_backend(spec: Any) -> Backend:
     """A backend from a recipe's ModelSpec (heavy imports happen here, on first use)."""
+    if spec.backend in ("hf", "sentence-transformers"):
+        _quiet_transformers()
     if spec.backend == "hf":
         from dataflywheel.models.hf import HFBackend
 

@@ -91,7 +91,10 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, iters: int = 20) -> tu
         raise ImportError("clustering needs faiss: pip install faiss-cpu") from None
     x = np.ascontiguousarray(x, dtype=np.float32)
     n_clusters = max(1, min(n_clusters, x.shape[0]))
-    km = faiss.Kmeans(x.shape[1], n_clusters, niter=iters, seed=seed, verbose=False)
+    # min_points_per_centroid=1: small sets are clustered without faiss's "provide more points" warning
+    km = faiss.Kmeans(
+        x.shape[1], n_clusters, niter=iters, seed=seed, verbose=False, min_points_per_centroid=1
+    )
     km.train(x, init_centroids=kmeanspp(x, n_clusters, seed))
     _, labels = km.index.search(x, 1)
     return labels.ravel().astype(np.int64), km.centroids

@@ -50,5 +50,11 @@ class ExactDedup(Selector):
         if p.keep_best:
             score = np.asarray(table.column(p.keep_best).to_numpy(zero_copy_only=False), dtype=np.float64)
         return cluster_selection(
-            table.column(S.ID).to_pylist(), labels, score, "exact", lambda i, j: "1.00", {}
+            table.column(S.ID).to_pylist(),
+            labels,
+            score,
+            "exact",
+            lambda i, j: "1.00",
+            {},
+            reason="exact duplicate",
         )

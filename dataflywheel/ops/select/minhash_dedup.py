@@ -78,7 +78,13 @@ class MinHashDedup(Selector):
 
 
 def cluster_selection(
-    ids: list[str], labels: np.ndarray, score: np.ndarray | None, kind: str, similarity, info: dict
+    ids: list[str],
+    labels: np.ndarray,
+    score: np.ndarray | None,
+    kind: str,
+    similarity,
+    info: dict,
+    reason: str | None = None,
 ) -> Selection:
     """Keep one row per cluster and explain the rest. ``labels[i]`` is the position of the row that
     represents i's cluster; with a score, the cluster's best row is kept instead (ties: the first)."""
@@ -106,7 +112,7 @@ def cluster_selection(
     }
     return Selection(
         kept,
-        reason=f"near-duplicate ({kind})",
+        reason=reason or f"near-duplicate ({kind})",
         details=details,
         stats=stats,
         columns={
