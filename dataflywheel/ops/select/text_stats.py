@@ -31,8 +31,8 @@ def ngram_repetition(items: list[str], n: int) -> float:
 
 
 class TextStats(SignalScorer):
-    """Length and composition signals: characters, words, word and character n-gram repetition, the share
-    of special (non-alphanumeric, non-space) characters, and the stopword ratio.
+    """Length and composition signals: characters, words, word and character n-gram repetition, the shares
+    of special (neither alphanumeric nor space) and of alphanumeric characters, and the stopword ratio.
 
     The cheap filters every curation pipeline starts with (Gopher, RedPajama, Data-Juicer): very short,
     very repetitive or symbol-heavy text is rarely worth training on; natural prose has a stopword ratio
@@ -49,12 +49,14 @@ class TextStats(SignalScorer):
         "word_rep",
         "char_rep",
         "special_ratio",
+        "alnum_ratio",
         "stopword_ratio",
     )
 
     def measure(self, text: str, context: dict) -> dict[str, float]:
         words = WORD.findall(text.lower())
         chars = len(text)
+        alnum = sum(1 for c in text if c.isalnum())
         special = sum(1 for c in text if not (c.isalnum() or c.isspace()))
         return {
             "chars": float(chars),
@@ -62,5 +64,6 @@ class TextStats(SignalScorer):
             "word_rep": ngram_repetition(words, self.params.word_ngram),
             "char_rep": ngram_repetition(list(text), self.params.char_ngram),
             "special_ratio": special / chars if chars else 0.0,
+            "alnum_ratio": alnum / chars if chars else 0.0,
             "stopword_ratio": sum(w in STOPWORDS for w in words) / len(words) if words else 0.0,
         }

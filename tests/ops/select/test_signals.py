@@ -33,6 +33,7 @@ def test_text_stats_exact_values():
     # bigrams: (the cat) x3, (cat the) x2 -> all 5 repeated
     assert out["score_response_word_rep"] == [1.0]
     assert out["score_response_special_ratio"] == [pytest.approx(1 / 24)]
+    assert out["score_response_alnum_ratio"] == [pytest.approx(18 / 24)]
     assert out["score_response_stopword_ratio"] == [0.5]
     assert out["score_instruction_words"] == [1.0]
     assert ngram_repetition(list("abcabc"), 3) == pytest.approx(2 / 4)
