@@ -45,8 +45,10 @@ def main() -> None:
     same = np.array_equal(ref, ours)
     print(f"{args.n:,} x {args.d} float32 embeddings, k = {args.k}")
     print(f"numpy loop (ref) {t_ref:8.2f} s\ndataflywheel     {t_ours:8.2f} s")
-    print(f"identical selection: {same}; speed-up {t_ref / t_ours:.1f}x (target >= 3x); "
-          f"peak RSS {peak_rss_mib():,.0f} MiB")
+    print(
+        f"identical selection: {same}; speed-up {t_ref / t_ours:.1f}x (target >= 3x); "
+        f"peak RSS {peak_rss_mib():,.0f} MiB"
+    )
     assert same
 
 

@@ -30,7 +30,7 @@ N, THRESHOLD, PERM = 5, 0.8, 128
 
 def shingles(text: str) -> set[str]:
     w = WORD.findall(text.lower())
-    return {" ".join(w[i:i + N]) for i in range(max(len(w) - N + 1, 1))} if w else set()
+    return {" ".join(w[i : i + N]) for i in range(max(len(w) - N + 1, 1))} if w else set()
 
 
 def build(rows: int, dup_fraction: float, seed: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
@@ -124,8 +124,10 @@ def main() -> None:
     args = ap.parse_args()
     docs, pairs = build(args.rows, args.dup_fraction)
     truth = true_pairs(docs, pairs)
-    print(f"{len(docs):,} documents, {len(pairs):,} injected near-duplicates, {len(truth):,} with Jaccard >= "
-          f"{THRESHOLD}; word {N}-grams, num_perm {PERM}")
+    print(
+        f"{len(docs):,} documents, {len(pairs):,} injected near-duplicates, {len(truth):,} with Jaccard >= "
+        f"{THRESHOLD}; word {N}-grams, num_perm {PERM}"
+    )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     mine = ours(docs)
@@ -142,8 +144,10 @@ def main() -> None:
     t_ref = time.perf_counter() - start
     r2, p2, d2 = score(ref, truth)
     print(f"{'datasketch':14} {t_ref:8.1f} {len(docs) / t_ref:9,.0f} {r2:7.3f} {p2:9.3f} {d2:8,}")
-    print(f"speed-up: {t_ref / t_ours:.1f}x (target >= 5x); recall {r:.3f} vs {r2:.3f} (target >= 0.95), "
-          f"precision {p:.3f} vs {p2:.3f}")
+    print(
+        f"speed-up: {t_ref / t_ours:.1f}x (target >= 5x); recall {r:.3f} vs {r2:.3f} (target >= 0.95), "
+        f"precision {p:.3f} vs {p2:.3f}"
+    )
 
 
 if __name__ == "__main__":

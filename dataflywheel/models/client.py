@@ -195,6 +195,44 @@ class Model:
         self.usage.failed += sum(r.error is not None for r in results)
         return results
 
+    def text_logprobs(self, prefixes: list[str], responses: list[str]) -> list[LogprobResult]:
+        """Response log-probabilities after raw text prefixes (no chat template); hf backend only."""
+        if not hasattr(self.backend, "text_logprobs"):
+            raise ModelError(
+                f"model '{self.name}' ({self.spec.backend}) cannot score raw text; use an hf model"
+            )
+        req = [{"prefix": p, "response": r} for p, r in zip(prefixes, responses, strict=True)]
+        results = self._cached(
+            "text_logprobs",
+            req,
+            lambda rs: self.backend.text_logprobs([r["prefix"] for r in rs], [r["response"] for r in rs]),
+            lambda r: {"logprobs": r.logprobs},
+            lambda d: LogprobResult(d["logprobs"]),
+        )
+        self.usage.failed += sum(r.error is not None for r in results)
+        return results
+
+    def option_logprobs(self, conversations: list[Conversation], options: list[str]) -> list[list[float]]:
+        """Per conversation, the log-probability of answering with each option (e.g. "1".."6").
+
+        One forward pass per conversation where the backend can read the next-token distribution (hf);
+        elsewhere each option is scored as a response."""
+        conversations = [[{"role": m["role"], "content": m["content"]} for m in c] for c in conversations]
+        req = [{"messages": c, "options": list(options)} for c in conversations]
+        if hasattr(self.backend, "next_token_logprobs"):
+
+            def run(rs):
+                return self.backend.next_token_logprobs([r["messages"] for r in rs], list(options))
+        else:
+
+            def run(rs):
+                flat = [(r["messages"], o) for r in rs for o in options]
+                res = self.backend.logprobs([f[0] for f in flat], [f[1] for f in flat])
+                vals = [sum(x.logprobs) if x.logprobs else float("-inf") for x in res]
+                return [vals[i * len(options) : (i + 1) * len(options)] for i in range(len(rs))]
+
+        return self._cached("option_logprobs", req, run, lambda v: v, lambda v: v)
+
     def embed(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         req = [{"text": t, **kwargs} for t in texts]
         vecs = self._cached(

@@ -144,7 +144,9 @@ class HFBackend(Backend):
 
     def split_ids(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt (with the assistant header) and of the response that follows it."""
-        prompt_text = self.render(conversation)
+        return self.split_text_ids(self.render(conversation), response)
+
+    def split_text_ids(self, prompt_text: str, response: str) -> tuple[list[int], list[int]]:
         prompt = self.encode(prompt_text)
         full = self.encode(prompt_text + response)
         if full[: len(prompt)] == prompt:
@@ -241,7 +243,40 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ scoring
     def logprobs(self, conversations: list[Conversation], responses: list[str]) -> list[LogprobResult]:
-        pairs = [self.split_ids(c, r) for c, r in zip(conversations, responses, strict=True)]
+        return self._logprobs([self.split_ids(c, r) for c, r in zip(conversations, responses, strict=True)])
+
+    def text_logprobs(self, prefixes: list[str], responses: list[str]) -> list[LogprobResult]:
+        """Like logprobs, for raw text prefixes with no chat template (e.g. an Alpaca-style prompt)."""
+        return self._logprobs([self.split_text_ids(p, r) for p, r in zip(prefixes, responses, strict=True)])
+
+    def next_token_logprobs(self, conversations: list[Conversation], options: list[str]) -> list[list[float]]:
+        """Log-probability of each option's first token as the next token after the assistant header:
+        one forward pass per conversation, however many options (DEITA's and AlpaGasus's score tokens)."""
+        torch = self._torch
+        first_ids = []
+        for opt in options:
+            ids = self.encode(opt)
+            if not ids:
+                raise ModelError(f"option {opt!r} has no tokens")
+            first_ids.append(ids[0])
+        prompts = [self.encode(self.render(c))[-self.max_length :] for c in conversations]
+        out: list[list[float] | None] = [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        for batch in self._token_batches(order, [len(p) for p in prompts]):
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            for b, i in enumerate(batch):
+                ids[b, : len(prompts[i])] = torch.tensor(prompts[i])
+            last = torch.tensor([len(prompts[i]) - 1 for i in batch])
+            with torch.inference_mode():  # right padding + causal: the last real position sees no pad
+                hidden = self.model.get_decoder()(input_ids=ids.to(self.device)).last_hidden_state
+                logits = self.model.get_output_embeddings()(hidden[torch.arange(len(batch)), last]).float()
+                lp = logits.log_softmax(-1)[:, first_ids].cpu().tolist()
+            for b, i in enumerate(batch):
+                out[i] = lp[b]
+        return out
+
+    def _logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[LogprobResult]:
         results: list[LogprobResult | None] = [None] * len(pairs)
         todo = []
         for i, (p, r) in enumerate(pairs):

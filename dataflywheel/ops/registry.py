@@ -35,6 +35,7 @@ REGISTRY: dict[str, str] = {
     "kcenter_select": "dataflywheel.ops.select.kcenter_select:KCenterSelect",
     "cluster_sample": "dataflywheel.ops.select.cluster_sample:ClusterSample",
     "diverse_filter": "dataflywheel.ops.select.diverse_filter:DiverseFilter",
+    "ifd": "dataflywheel.ops.select.ifd:IFDScorer",
 }
 
 
