@@ -173,6 +173,44 @@ def drops(
 
 
 @app.command()
+def calibrate(
+    data: Path = typer.Argument(..., help="a dataset with a score column and a label column"),
+    score: list[str] = typer.Option(..., "--score", help="score column (repeat for several)"),
+    label: str = typer.Option(..., "--label", help="label column, e.g. preference"),
+    positive: str | None = typer.Option(None, help="label value that counts as positive (e.g. 2)"),
+    threshold: float | None = typer.Option(None, help="decision threshold (default: the most accurate one)"),
+) -> None:
+    """How well score columns agree with a label: AUC, Spearman, and accuracy at a threshold."""
+    from dataflywheel.data import io
+    from dataflywheel.evaluate.calibrate import calibrate as run_calibration
+
+    try:
+        rows = io.read_all(str(data)).rows
+        view = Table(
+            title=f"calibration against '{label}'" + (f" (positive: {positive})" if positive else "")
+        )
+        for col in ("score", "rows", "missing", "positives", "AUC", "Spearman", "threshold", "accuracy"):
+            view.add_column(col, justify="right" if col != "score" else "left")
+        for col in score:
+            if rows and col not in rows[0]:
+                raise FlywheelError(f"{data}: no column '{col}'; columns: {', '.join(rows[0])}")
+            c = run_calibration([r.get(col) for r in rows], [r.get(label) for r in rows], positive, threshold)
+            view.add_row(
+                col,
+                str(c.n),
+                str(c.missing),
+                str(c.positives),
+                f"{c.auc:.3f}",
+                f"{c.spearman:.3f}",
+                f"{c.threshold:.3g}" + ("" if c.chosen else " (best)"),
+                f"{c.accuracy:.3f}",
+            )
+    except FlywheelError as e:
+        _fail(e)
+    console.print(view)
+
+
+@app.command()
 def serve(
     model: str = typer.Argument(
         ..., help="embedded:smollm2-135m-instruct, a local folder or checkpoint, a hub name"

@@ -101,6 +101,10 @@ class Op:
                 refs[name] = value
         return refs
 
+    def model_needs(self) -> dict[str, tuple[str, ...]]:
+        """Capabilities each model parameter needs; override when they depend on parameters."""
+        return dict(self.needs)
+
     def setup(self) -> None:
         """Load what the op needs (models, tables) once, before the first batch."""
 

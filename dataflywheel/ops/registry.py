@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "cluster_sample": "dataflywheel.ops.select.cluster_sample:ClusterSample",
     "diverse_filter": "dataflywheel.ops.select.diverse_filter:DiverseFilter",
     "ifd": "dataflywheel.ops.select.ifd:IFDScorer",
+    "alpagasus": "dataflywheel.ops.select.alpagasus:AlpaGasusScorer",
 }
 
 

@@ -123,7 +123,7 @@ def _model_problem(recipe: Recipe, op: Op, param: str, model: str) -> str | None
         )
     backend = recipe.models[model].backend
     can = BACKEND_CAPABILITIES.get(backend, frozenset())
-    missing = [c for c in op.needs.get(param, ()) if c not in can]
+    missing = [c for c in op.model_needs().get(param, ()) if c not in can]
     if missing:
         can_text = ", ".join(sorted(can))
         return f"model '{model}' ({backend} backend) cannot {', '.join(missing)}; it can: {can_text}"
