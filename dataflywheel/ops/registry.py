@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "diverse_filter": "dataflywheel.ops.select.diverse_filter:DiverseFilter",
     "ifd": "dataflywheel.ops.select.ifd:IFDScorer",
     "alpagasus": "dataflywheel.ops.select.alpagasus:AlpaGasusScorer",
+    "deita": "dataflywheel.ops.select.deita:DeitaScorer",
 }
 
 
