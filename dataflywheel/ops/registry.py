@@ -38,6 +38,7 @@ REGISTRY: dict[str, str] = {
     "ifd": "dataflywheel.ops.select.ifd:IFDScorer",
     "alpagasus": "dataflywheel.ops.select.alpagasus:AlpaGasusScorer",
     "deita": "dataflywheel.ops.select.deita:DeitaScorer",
+    "panel_vote": "dataflywheel.ops.select.panel_vote:PanelVote",
 }
 
 

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dataflywheel.ops import registry
+from dataflywheel.ops.base import OpContext
+from dataflywheel.ops.select.panel_vote import cohen_kappa, fleiss_kappa
+
+
+def test_fleiss_kappa_known_values():
+    assert fleiss_kappa(np.array([[1, 1, 1], [0, 0, 0], [1, 1, 1], [0, 0, 0]])) == pytest.approx(1.0)
+    # Wikipedia-style hand computation: 4 items, 3 raters
+    v = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]])
+    p_i = np.array([1 / 3, 1 / 3, 1, 1])
+    p_bar, p_yes = p_i.mean(), v.mean()
+    p_e = p_yes**2 + (1 - p_yes) ** 2
+    assert fleiss_kappa(v) == pytest.approx((p_bar - p_e) / (1 - p_e))
+    assert cohen_kappa(np.array([1, 0, 1, 0]), np.array([1, 0, 1, 0])) == 1.0
+
+
+def test_panel_majority_mean_and_abstention():
+    t = pa.table(
+        {
+            "id": list("abcd"),
+            "score_j1": [5.0, 5.0, 1.0, None],
+            "score_j2": [5.0, 1.0, 1.0, 5.0],
+            "score_j3": [4.0, 5.0, 5.0, 5.0],
+        }
+    )
+    op = registry.get("panel_vote")({"columns": ["score_j1", "score_j2", "score_j3"]}, OpContext())
+    sel = op.select(t)
+    # votes to keep (score >= 4.5): a 2 of 3, b 2 of 3, c 1 of 3, d 2 of 2 (j1 abstains)
+    assert sel.columns["score_panel_votes"].to_pylist() == [2.0, 2.0, 1.0, 2.0]
+    assert sel.indices.tolist() == [0, 1, 3]
+    mean = registry.get("panel_vote")(
+        {"columns": ["score_j1", "score_j2", "score_j3"], "rule": "mean"}, OpContext()
+    ).select(t)
+    assert mean.indices.tolist() == [0, 3]
+    assert "fleiss_kappa" in sel.stats and len(sel.stats["cohen_kappa"]) == 3
