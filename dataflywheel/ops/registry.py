@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "select_columns": "dataflywheel.ops.core.select_columns:SelectColumns",
     "rename": "dataflywheel.ops.core.rename:Rename",
     "generate": "dataflywheel.ops.core.generate:Generate",
+    "group_select": "dataflywheel.ops.core.group_select:GroupSelect",
     # select: data selection
     "embed": "dataflywheel.ops.select.embed:Embed",
     "exact_dedup": "dataflywheel.ops.select.exact_dedup:ExactDedup",
@@ -39,6 +40,7 @@ REGISTRY: dict[str, str] = {
     "alpagasus": "dataflywheel.ops.select.alpagasus:AlpaGasusScorer",
     "deita": "dataflywheel.ops.select.deita:DeitaScorer",
     "panel_vote": "dataflywheel.ops.select.panel_vote:PanelVote",
+    "prompt_uncertainty": "dataflywheel.ops.select.prompt_uncertainty:PromptUncertainty",
 }
 
 

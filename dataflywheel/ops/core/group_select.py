@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from dataflywheel.ops.base import OpParams, Selection, Selector
+
+
+class GroupSelect(Selector):
+    """Select whole groups (tasks, sources, clusters) by an aggregate of a score: e.g. the tasks with the
+    highest mean prompt uncertainty (Active Instruction Tuning picks tasks, not examples). Kept rows get
+    ``score_group_<score>``, their group's aggregate."""
+
+    class Params(OpParams):
+        by: str = Field(description="group column, e.g. tag_task")
+        score: str = Field(description="score column to aggregate")
+        aggregate: Literal["mean", "max", "min", "median"] = Field("mean", description="per-group aggregate")
+        k: int | None = Field(None, ge=1, description="number of groups to keep")
+        fraction: float | None = Field(None, gt=0, le=1, description="fraction of groups to keep")
+        descending: bool = Field(True, description="keep the highest aggregates")
+
+        @model_validator(mode="after")
+        def _budget(self):
+            if (self.k is None) == (self.fraction is None):
+                raise ValueError("give exactly one of k or fraction")
+            return self
+
+    def input_columns(self) -> list[str]:
+        return [self.params.by, self.params.score]
+
+    def output_columns(self) -> list[str]:
+        return [f"score_group_{self.params.score.removeprefix('score_')}"]
+
+    def select(self, table: pa.Table) -> Selection:
+        p = self.params
+        groups = np.asarray(table.column(p.by).to_pylist(), dtype=object)
+        values = np.asarray(table.column(p.score).to_numpy(zero_copy_only=False), dtype=np.float64)
+        names = sorted({g for g in groups if g is not None}, key=str)
+        fn = {"mean": np.nanmean, "max": np.nanmax, "min": np.nanmin, "median": np.nanmedian}[p.aggregate]
+        agg = {}
+        for g in names:
+            v = values[groups == g]
+            agg[g] = float(fn(v)) if np.isfinite(v).any() else float("nan")
+        ranked = sorted(
+            (g for g in names if not np.isnan(agg[g])), key=lambda g: agg[g], reverse=p.descending
+        )
+        k = p.k if p.k is not None else max(1, int(len(ranked) * p.fraction))
+        chosen = set(ranked[:k])
+        keep = np.flatnonzero([g in chosen for g in groups])
+        col = pa.array([agg.get(g, float("nan")) if g is not None else None for g in groups], pa.float64())
+        return Selection(
+            keep,
+            reason=f"group not among the top {k} by {p.aggregate} {p.score}",
+            columns={self.output_columns()[0]: col},
+            stats={"groups": len(names), "kept_groups": sorted(map(str, chosen))[:50]},
+        )

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import xxhash
+from pydantic import Field
+
+from dataflywheel.data import schema as S
+from dataflywheel.models.base import CHAT, LOGPROBS, Sampling
+from dataflywheel.ops.base import ModelRef, OpParams, Scorer
+
+
+def perturb(text: str, drop: float, seed: int, key: str, k: int) -> str:
+    """Drop each word with probability `drop`, from a generator seeded by (seed, row key, k): the same
+    row always gets the same K perturbations."""
+    words = text.split(" ")
+    rng = np.random.default_rng([seed, xxhash.xxh32_intdigest(key.encode()), k])
+    kept = [w for w, gone in zip(words, rng.random(len(words)) < drop, strict=True) if not gone]
+    return " ".join(kept) if kept else words[0]
+
+
+class PromptUncertainty(Scorer):
+    """Prompt uncertainty of Active Instruction Tuning (Kung et al., EMNLP 2023).
+
+    The model answers the original instruction greedily (its own prediction y; no labels needed). Then
+    K perturbed instructions drop each word with probability 0.2, and
+    PU = mean_k |p(y | I) - p(y | I'_k)|, with p = exp(-mean token NLL) the sentence likelihood.
+    Also ``score_pp`` = p(y | I), the prediction probability (the Task Map's other axis: low PP is
+    "difficult", high PU "ambiguous"). The instruction is the conversation's last user turn; earlier
+    turns stay as they are. For task-level selection, aggregate by a task column with ``group_select``.
+    """
+
+    class Params(OpParams):
+        model: str = ModelRef()
+        perturbations: int = Field(10, ge=1, description="K perturbed instructions per row (paper: 10)")
+        drop: float = Field(0.2, gt=0, lt=1, description="probability of dropping each word (paper: 0.2)")
+        max_tokens: int = Field(64, ge=1, description="length of the model's own prediction")
+        seed: int | None = Field(None, description="seed of the perturbations; the recipe's seed when unset")
+
+    reads = (S.MESSAGES,)
+    writes = ("score_pu", "score_pp")
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {"model": (CHAT, LOGPROBS)}
+    batch_rows = 16
+
+    def score(self, batch: pa.Table) -> dict:
+        p = self.params
+        seed = p.seed if p.seed is not None else self.ctx.seed
+        model = self.ctx.model(p.model)
+        convs = batch.column(S.MESSAGES).to_pylist()
+        ids = batch.column(S.ID).to_pylist()
+        prompts = [S.prompt_of(c) for c in convs]
+        preds = model.chat(prompts, Sampling(max_tokens=p.max_tokens))
+        ctxs, resps, owner = [], [], []
+        for r, (prompt, pred) in enumerate(zip(prompts, preds, strict=True)):
+            if pred.error is not None or not (pred.text or "").strip():
+                continue
+            variants = [prompt] + [
+                _replace_last_user(prompt, perturb(_last_user(prompt), p.drop, seed, ids[r], k))
+                for k in range(p.perturbations)
+            ]
+            ctxs += variants
+            resps += [pred.text] * len(variants)
+            owner.append(r)
+        scored = model.logprobs(ctxs, resps)
+        pu, pp = [None] * len(convs), [None] * len(convs)
+        per = p.perturbations + 1
+        for j, r in enumerate(owner):
+            group = scored[j * per : (j + 1) * per]
+            if any(g.mean_nll is None for g in group):
+                continue
+            probs = [math.exp(-g.mean_nll) for g in group]
+            pp[r] = probs[0]
+            pu[r] = float(np.mean([abs(probs[0] - q) for q in probs[1:]]))
+        return {"score_pu": pu, "score_pp": pp}
+
+
+def _last_user(conv: list[dict]) -> str:
+    return next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
+
+
+def _replace_last_user(conv: list[dict], text: str) -> list[dict]:
+    out = [dict(m) for m in conv]
+    for m in reversed(out):
+        if m["role"] == "user":
+            m["content"] = text
+            break
+    return out

@@ -1,0 +1,74 @@
+"""Active Instruction Tuning's prompt uncertainty on the real SmolLM2, against a manual computation."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+import torch
+
+from dataflywheel.data import io
+from dataflywheel.models.base import Sampling
+from dataflywheel.models.client import Model
+from dataflywheel.ops import registry
+from dataflywheel.ops.base import OpContext
+from dataflywheel.ops.select.prompt_uncertainty import perturb
+from dataflywheel.recipe.models import ModelSpec
+
+
+def test_perturbation_is_seeded_and_drops_words():
+    text = " ".join(f"w{i}" for i in range(200))
+    a, b = perturb(text, 0.2, 0, "row1", 0), perturb(text, 0.2, 0, "row1", 0)
+    assert a == b and a != perturb(text, 0.2, 0, "row1", 1) and a != perturb(text, 0.2, 0, "row2", 0)
+    kept = len(a.split())
+    assert 120 < kept < 195 and set(a.split()) <= set(text.split())
+
+
+def test_group_select_keeps_whole_groups():
+    t = pa.table(
+        {
+            "id": list("abcdef"),
+            "tag_task": ["x", "x", "y", "y", "z", "z"],
+            "score_pu": [0.1, 0.3, 0.9, 0.7, 0.5, None],
+        }
+    )
+    sel = registry.get("group_select")({"by": "tag_task", "score": "score_pu", "k": 2}, OpContext()).select(t)
+    assert sel.indices.tolist() == [2, 3, 4, 5]  # y (0.8) and z (0.5) beat x (0.2)
+    assert sel.columns["score_group_pu"].to_pylist()[:2] == pytest.approx([0.2, 0.2])
+
+
+@pytest.mark.slow
+def test_prompt_uncertainty_equals_a_manual_computation(smollm2):
+    rows = [
+        {
+            "id": "r1",
+            "messages": [
+                {"role": "user", "content": "List three colors of the rainbow, separated by commas."},
+                {"role": "assistant", "content": "x"},
+            ],
+        }
+    ]
+    spec = ModelSpec(backend="hf", model="embedded:smollm2-135m-instruct", cache="off")
+    op = registry.get("prompt_uncertainty")(
+        {"model": "m", "perturbations": 3, "max_tokens": 16},
+        OpContext(models={"m": Model("m", spec, backend=smollm2)}),
+    )
+    table = io.rows_to_table(rows)
+    out = op.score(table)
+    instruction = rows[0]["messages"][0]["content"]
+    pred = smollm2.chat([[{"role": "user", "content": instruction}]], Sampling(max_tokens=16))[0].text
+
+    def likelihood(text):
+        p, r = smollm2.split_ids([{"role": "user", "content": text}], pred)
+        ids = torch.tensor([p + r])
+        labels = ids.clone()
+        labels[0, : len(p)] = -100
+        with torch.no_grad():
+            return math.exp(-smollm2.model(ids, labels=labels).loss.item())
+
+    p0 = likelihood(instruction)
+    pk = [likelihood(perturb(instruction, 0.2, 0, "r1", k)) for k in range(3)]
+    assert out["score_pp"][0] == pytest.approx(p0, abs=1e-4)
+    assert out["score_pu"][0] == pytest.approx(sum(abs(p0 - q) for q in pk) / 3, abs=1e-4)
+    assert 0 <= out["score_pu"][0] <= 1
