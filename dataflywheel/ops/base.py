@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dataflywheel.data import schema as S
 
@@ -33,6 +33,23 @@ class OpParams(BaseModel):
     """Base of every operator's parameters: typed, documented, no unknown keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BudgetParams(OpParams):
+    """Parameters of an op that keeps a budget of rows (or groups): exactly one of k or fraction."""
+
+    k: int | None = Field(None, ge=0, description="how many to keep")
+    fraction: float | None = Field(None, gt=0, le=1, description="fraction to keep, rounded down")
+
+    @model_validator(mode="after")
+    def _k_or_fraction(self):
+        if (self.k is None) == (self.fraction is None):
+            raise ValueError("give exactly one of k or fraction")
+        return self
+
+    def budget(self, n: int) -> int:
+        """The number to keep out of n."""
+        return min(n, self.k if self.k is not None else int(n * self.fraction))
 
 
 def ModelRef(description: str = "name of a model declared under `models:` in the recipe", default: Any = ...):

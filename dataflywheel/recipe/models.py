@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 _VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
 
@@ -67,6 +67,12 @@ class ModelSpec(_Strict):
     price_per_m_input: float = Field(0.0, ge=0, description="price per million prompt tokens")
     price_per_m_output: float = Field(0.0, ge=0, description="price per million completion tokens")
     trust_remote_code: bool = Field(False, description="let transformers run code shipped with the model")
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        # YAML 1.1 reads a bare `off` as false: take it as the user meant it
+        return "off" if value is False else value
 
 
 class OutputSpec(_Strict):

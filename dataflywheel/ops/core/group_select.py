@@ -4,9 +4,9 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from dataflywheel.ops.base import OpParams, Selection, Selector
+from dataflywheel.ops.base import BudgetParams, Selection, Selector
 
 
 class GroupSelect(Selector):
@@ -14,19 +14,11 @@ class GroupSelect(Selector):
     highest mean prompt uncertainty (Active Instruction Tuning picks tasks, not examples). Kept rows get
     ``score_group_<score>``, their group's aggregate."""
 
-    class Params(OpParams):
+    class Params(BudgetParams):
         by: str = Field(description="group column, e.g. tag_task")
         score: str = Field(description="score column to aggregate")
         aggregate: Literal["mean", "max", "min", "median"] = Field("mean", description="per-group aggregate")
-        k: int | None = Field(None, ge=1, description="number of groups to keep")
-        fraction: float | None = Field(None, gt=0, le=1, description="fraction of groups to keep")
         descending: bool = Field(True, description="keep the highest aggregates")
-
-        @model_validator(mode="after")
-        def _budget(self):
-            if (self.k is None) == (self.fraction is None):
-                raise ValueError("give exactly one of k or fraction")
-            return self
 
     def input_columns(self) -> list[str]:
         return [self.params.by, self.params.score]
@@ -47,7 +39,7 @@ class GroupSelect(Selector):
         ranked = sorted(
             (g for g in names if not np.isnan(agg[g])), key=lambda g: agg[g], reverse=p.descending
         )
-        k = p.k if p.k is not None else max(1, int(len(ranked) * p.fraction))
+        k = max(1, p.budget(len(ranked))) if ranked else 0
         chosen = set(ranked[:k])
         keep = np.flatnonzero([g in chosen for g in groups])
         col = pa.array([agg.get(g, float("nan")) if g is not None else None for g in groups], pa.float64())

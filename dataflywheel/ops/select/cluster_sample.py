@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from dataflywheel.ops.base import OpParams, Selection, Selector
+from dataflywheel.ops.base import BudgetParams, Selection, Selector
 from dataflywheel.ops.select.diversity import kmeans, matrix
 
 
@@ -16,22 +16,14 @@ class ClusterSample(Selector):
     ``keep_best``, or a seeded random sample. Kept rows get ``tag_cluster``.
     """
 
-    class Params(OpParams):
+    class Params(BudgetParams):
         column: str = Field("embedding_default", description="embedding column to cluster")
-        k: int | None = Field(None, ge=1, description="rows to keep")
-        fraction: float | None = Field(None, gt=0, le=1, description="fraction of rows to keep")
         n_clusters: int = Field(50, ge=1, description="k-means clusters")
         within: str = Field(
             "random", pattern="^(random|centroid)$", description="random or centroid (nearest)"
         )
         keep_best: str | None = Field(None, description="score column: inside a cluster, best rows first")
         seed: int | None = Field(None, description="seed; the recipe's seed when unset")
-
-        @model_validator(mode="after")
-        def _budget(self):
-            if (self.k is None) == (self.fraction is None):
-                raise ValueError("give exactly one of k or fraction")
-            return self
 
     def input_columns(self) -> list[str]:
         return [self.params.column] + ([self.params.keep_best] if self.params.keep_best else [])
@@ -43,7 +35,7 @@ class ClusterSample(Selector):
         p = self.params
         x = matrix(table, p.column)
         n = x.shape[0]
-        k = min(p.k if p.k is not None else int(n * p.fraction), n)
+        k = p.budget(n)
         seed = p.seed if p.seed is not None else self.ctx.seed
         labels, centroids = kmeans(x, p.n_clusters, seed)
         rng = np.random.default_rng(seed)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from dataflywheel.ops.base import OpParams, Selection, Selector
+from dataflywheel.ops.base import BudgetParams, Selection, Selector
 from dataflywheel.ops.select.diversity import kcenter_greedy, matrix
 
 
@@ -17,20 +17,12 @@ class KCenterSelect(Selector):
     their input order.
     """
 
-    class Params(OpParams):
+    class Params(BudgetParams):
         column: str = Field("embedding_default", description="embedding column to measure distance in")
-        k: int | None = Field(None, ge=1, description="rows to keep")
-        fraction: float | None = Field(None, gt=0, le=1, description="fraction of rows to keep")
         first: int | None = Field(
             None, ge=0, description="position of the first pick (default: seeded random)"
         )
         seed: int | None = Field(None, description="seed of the first pick; the recipe's seed when unset")
-
-        @model_validator(mode="after")
-        def _budget(self):
-            if (self.k is None) == (self.fraction is None):
-                raise ValueError("give exactly one of k or fraction")
-            return self
 
     def input_columns(self) -> list[str]:
         return [self.params.column]
@@ -39,7 +31,7 @@ class KCenterSelect(Selector):
         p = self.params
         x = matrix(table, p.column)
         n = x.shape[0]
-        k = p.k if p.k is not None else int(n * p.fraction)
+        k = p.budget(n)
         if n == 0 or k == 0:
             return Selection(np.zeros(0, dtype=np.int64), reason="not among the k centers")
         seed = p.seed if p.seed is not None else self.ctx.seed
