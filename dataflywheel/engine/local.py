@@ -115,7 +115,11 @@ class LocalExecutor:
                 with self.progress:
                     for op in self.ops:
                         op.ctx = OpContext(
-                            seed=self.recipe.seed, step=op.ctx.step, models=models, work_dir=str(self.run_dir)
+                            seed=self.recipe.seed,
+                            step=op.ctx.step,
+                            models=models,
+                            work_dir=str(self.run_dir),
+                            base_dir=str(self.recipe.base_dir),
                         )
                         result = self._run_step(op, prev, models)
                         manifest.step_finished(result)

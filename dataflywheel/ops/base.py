@@ -67,6 +67,16 @@ class OpContext:
     work_dir: str | None = None
     models: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    base_dir: str | None = None  # the recipe's folder: relative paths in parameters start there
+
+    def path(self, value: str) -> str:
+        """A path parameter resolved like the recipe's inputs ($VARS expanded, relative to the recipe)."""
+        import os
+
+        from dataflywheel.recipe.models import expand_path
+
+        value = expand_path(value)
+        return value if os.path.isabs(value) or self.base_dir is None else os.path.join(self.base_dir, value)
 
     def model(self, name: str) -> Any:
         if name not in self.models:

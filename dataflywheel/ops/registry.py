@@ -41,6 +41,7 @@ REGISTRY: dict[str, str] = {
     "deita": "dataflywheel.ops.select.deita:DeitaScorer",
     "panel_vote": "dataflywheel.ops.select.panel_vote:PanelVote",
     "prompt_uncertainty": "dataflywheel.ops.select.prompt_uncertainty:PromptUncertainty",
+    "less": "dataflywheel.ops.select.less:LessSelect",
 }
 
 

@@ -141,7 +141,7 @@ def _build_op(i: int, step: StepSpec, recipe: Recipe, problems: list[Problem]) -
     try:
         from dataflywheel.ops.base import OpContext
 
-        return cls(step.params, OpContext(seed=recipe.seed, step=i))
+        return cls(step.params, OpContext(seed=recipe.seed, step=i, base_dir=str(recipe.base_dir)))
     except ValidationError as e:
         for err in e.errors():
             key = _loc(err["loc"]) or None

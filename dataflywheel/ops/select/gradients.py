@@ -1,0 +1,208 @@
+"""Per-sample LoRA gradients, Adam preconditioning and random projection: the machinery of LESS and
+CLUES (gradient-based data selection).
+
+Per-sample gradients come from one vectorised pass (``torch.func.vmap`` over ``grad`` of a functional
+call), not one backward pass per sample. Projections use a Rademacher matrix (+-1/sqrt(d)) generated
+chunk by chunk from a fixed seed, so the full (parameters x d) matrix never exists in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dataflywheel.data import schema as S
+
+
+@dataclass
+class Checkpoint:
+    """LoRA weights and Adam moments after one warm-up epoch, and that epoch's mean learning rate."""
+
+    lora: dict
+    exp_avg: dict
+    exp_avg_sq: dict
+    lr: float
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    labels: list[int]  # -100 where no loss is taken (prompt, padding)
+
+
+@dataclass
+class LoraGradients:
+    """A private LoRA copy of an hf backend's model, for warm-up training and gradient features."""
+
+    backend: object
+    r: int = 128
+    alpha: int = 512
+    dropout: float = 0.1
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    max_length: int = 512
+    seed: int = 0
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+    def __post_init__(self):
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(self.seed)
+        base = copy.deepcopy(self.backend.model).float()  # the backend's own model stays untouched
+        config = LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.targets),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        self.model = get_peft_model(base, config)
+        self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self.torch = torch
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for n, p in self.model.named_parameters() if p.requires_grad)
+
+    # ------------------------------------------------------------------ data
+    def example(self, messages: list[dict]) -> Example | None:
+        """Loss on the final assistant turn and its end-of-turn token, given everything before it."""
+        b = self.backend
+        if not messages or messages[-1]["role"] != "assistant":
+            return None
+        prompt, resp = b.split_ids(S.prompt_of(messages), messages[-1]["content"])
+        resp = resp + [b.tokenizer.eos_token_id]
+        ids = (prompt + resp)[: self.max_length]
+        labels = ([-100] * len(prompt) + resp)[: self.max_length]
+        return Example(ids, labels) if any(t != -100 for t in labels[1:]) else None
+
+    def _batch(self, examples: list[Example]):
+        torch = self.torch
+        width = max(len(e.ids) for e in examples)
+        pad = self.backend.tokenizer.pad_token_id
+        ids = torch.full((len(examples), width), pad, dtype=torch.long)
+        labels = torch.full((len(examples), width), -100, dtype=torch.long)
+        for i, e in enumerate(examples):  # right padding: causal attention keeps pads out of real tokens
+            ids[i, : len(e.ids)] = torch.tensor(e.ids)
+            labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        return ids, labels
+
+    # ------------------------------------------------------------------ warm-up
+    def warmup(
+        self, examples: list[Example], epochs: int, lr: float, batch_size: int = 8, warmup_ratio: float = 0.03
+    ) -> list[Checkpoint]:
+        """LoRA training with AdamW and linear decay; a checkpoint (weights + Adam state) per epoch."""
+        torch = self.torch
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+        steps = epochs * math.ceil(len(examples) / batch_size)
+        warm = max(1, int(steps * warmup_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
+        )
+        rng = np.random.default_rng(self.seed)
+        self.model.train()
+        self.checkpoints = []
+        for _ in range(epochs):
+            lrs = []
+            order = rng.permutation(len(examples))
+            for start in range(0, len(examples), batch_size):
+                batch = [examples[i] for i in order[start : start + batch_size]]
+                ids, labels = self._batch(batch)
+                loss = self.model(input_ids=ids, labels=labels).loss
+                loss.backward()
+                lrs.append(opt.param_groups[0]["lr"])
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+            state = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+            self.checkpoints.append(
+                Checkpoint(
+                    lora={n: p.detach().clone() for n, p in state.items()},
+                    exp_avg={n: opt.state[p]["exp_avg"].clone() for n, p in state.items()},
+                    exp_avg_sq={n: opt.state[p]["exp_avg_sq"].clone() for n, p in state.items()},
+                    lr=float(np.mean(lrs)),
+                )
+            )
+        self.model.eval()
+        return self.checkpoints
+
+    # ------------------------------------------------------------------ gradients
+    def per_sample_grads(self, examples: list[Example], lora: dict, batch_size: int = 8) -> np.ndarray:
+        """(examples, LoRA parameters) gradients of each example's mean token loss, vectorised with vmap."""
+        torch = self.torch
+        from torch.func import functional_call, grad, vmap
+
+        model = self.model
+        model.eval()  # no dropout: a gradient feature must not depend on chance
+
+        def loss(p, x, y):
+            return functional_call(model, p, (x.unsqueeze(0),), {"labels": y.unsqueeze(0)}).loss
+
+        per_example = vmap(grad(loss), in_dims=(None, 0, 0))
+        params = {n: lora[n].detach() for n in self.names}
+        out = np.zeros((len(examples), self.n_params), dtype=np.float32)
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))  # similar lengths together
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            ids, labels = self._batch([examples[i] for i in idx])
+            g = per_example(params, ids, labels)
+            out[idx] = torch.cat([g[n].reshape(len(idx), -1) for n in self.names], dim=1).numpy()
+        return out
+
+    def per_sample_grads_loop(self, examples: list[Example], lora: dict) -> np.ndarray:
+        """The reference: one backward pass per sample (what vmap replaces)."""
+        torch = self.torch
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                if n in lora:
+                    p.copy_(lora[n])
+        self.model.eval()
+        out = np.zeros((len(examples), self.n_params), dtype=np.float32)
+        named = dict(self.model.named_parameters())
+        for i, e in enumerate(examples):
+            ids, labels = self._batch([e])
+            self.model.zero_grad()
+            self.model(input_ids=ids, labels=labels).loss.backward()
+            out[i] = torch.cat([named[n].grad.reshape(-1) for n in self.names]).numpy()
+        return out
+
+    def flat(self, state: dict) -> np.ndarray:
+        return self.torch.cat([state[n].reshape(-1) for n in self.names]).numpy()
+
+
+def adam_direction(
+    g: np.ndarray, m: np.ndarray, v: np.ndarray, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+) -> np.ndarray:
+    """LESS's Adam update direction from a checkpoint's moments: m'/sqrt(v' + eps) (eps inside the root)."""
+    m2 = beta1 * m + (1 - beta1) * g
+    v2 = beta2 * v + (1 - beta2) * g * g
+    return m2 / np.sqrt(v2 + eps)
+
+
+PROJECTION_BLOCK = 1024  # feature rows per generated block of R; R depends on the seed alone
+
+
+def project(x: np.ndarray, dim: int, seed: int = 0, blocks_per_step: int = 4) -> np.ndarray:
+    """x @ R with R a (features x dim) Rademacher matrix of +-1/sqrt(dim). R is generated in blocks of
+    1,024 feature rows, each from (seed, block index), so the same seed gives the same R whatever the
+    step size, and memory holds only a few blocks of R at a time."""
+    out = np.zeros((x.shape[0], dim), dtype=np.float32)
+    step = PROJECTION_BLOCK * blocks_per_step
+    for s in range(0, x.shape[1], step):
+        stop = min(s + step, x.shape[1])
+        parts = []
+        for b in range(s // PROJECTION_BLOCK, -(-stop // PROJECTION_BLOCK)):
+            rows = min(PROJECTION_BLOCK, x.shape[1] - b * PROJECTION_BLOCK)
+            signs = np.random.default_rng([seed, b]).integers(0, 2, size=(rows, dim), dtype=np.int8)
+            parts.append(signs.astype(np.float32) * 2 - 1)
+        out += x[:, s:stop] @ np.concatenate(parts)
+    return out / np.sqrt(dim)
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
