@@ -59,6 +59,18 @@ class LessSelect(Selector):
         tasks = [str(r.get(p.target_task)) if p.target_task else "target" for r in rows]
         return [r[S.MESSAGES] for r in rows], tasks
 
+    def _features(self, lg, examples, ck, seed: int, adam: tuple | None, chunk: int = 256) -> np.ndarray:
+        """Projected unit gradient features, a chunk of examples at a time: full gradients (examples x
+        LoRA parameters) exist for one chunk only."""
+        p = self.params
+        parts = []
+        for s in range(0, len(examples), chunk):
+            g = lg.per_sample_grads(examples[s : s + chunk], ck.lora, p.batch_size)
+            if adam is not None:
+                g = G.adam_direction(g, *adam)  # training rows: the Adam update they would cause
+            parts.append(G.normalize(G.project(g, p.projection_dim, seed)))
+        return np.concatenate(parts) if parts else np.zeros((0, p.projection_dim), dtype=np.float32)
+
     def select(self, table: pa.Table) -> Selection:
         p = self.params
         seed = p.seed if p.seed is not None else self.ctx.seed
@@ -87,11 +99,9 @@ class LessSelect(Selector):
         task_rows = {t: [j for j, i in enumerate(keep_t) if tasks[i] == t] for t in task_names}
         score = np.zeros((len(valid), len(task_names)))
         for w, ck in zip(weights, checkpoints, strict=True):
-            g_pool = lg.per_sample_grads([pool[i] for i in valid], ck.lora, p.batch_size)
             m, v = lg.flat(ck.exp_avg), lg.flat(ck.exp_avg_sq)
-            train = G.normalize(G.project(G.adam_direction(g_pool, m, v), p.projection_dim, seed))
-            g_t = lg.per_sample_grads([targets[i] for i in keep_t], ck.lora, p.batch_size)
-            target = G.normalize(G.project(g_t, p.projection_dim, seed))
+            target = self._features(lg, [targets[i] for i in keep_t], ck, seed, None)
+            train = self._features(lg, [pool[i] for i in valid], ck, seed, (m, v))
             sims = train @ target.T
             for k, t in enumerate(task_names):
                 score[:, k] += w * sims[:, task_rows[t]].mean(axis=1)

@@ -35,7 +35,7 @@ def test_adam_direction_matches_a_hand_computation():
 
 
 @pytest.mark.slow
-def test_vmap_gradients_equal_one_backward_per_sample(smollm2):
+def test_batched_gradients_equal_one_backward_per_sample(smollm2):
     lg = G.LoraGradients(smollm2, r=4, alpha=16, dropout=0.0, targets=("q_proj", "v_proj"), max_length=96)
     convs = [
         [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
@@ -47,10 +47,11 @@ def test_vmap_gradients_equal_one_backward_per_sample(smollm2):
     ]
     ex = [lg.example(c) for c in convs]
     lora = {n: p.detach().clone() for n, p in lg.model.named_parameters() if p.requires_grad}
-    fast = lg.per_sample_grads(ex, lora, batch_size=3)
     slow = lg.per_sample_grads_loop(ex, lora)
-    np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=1e-4)
-    assert fast.shape == (3, lg.n_params) and np.abs(fast).sum() > 0
+    for method in ("hooks", "vmap"):
+        fast = lg.per_sample_grads(ex, lora, batch_size=3, method=method)
+        np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=1e-4)
+        assert fast.shape == (3, lg.n_params) and np.abs(fast).sum() > 0
 
 
 @pytest.mark.slow
