@@ -42,6 +42,7 @@ REGISTRY: dict[str, str] = {
     "panel_vote": "dataflywheel.ops.select.panel_vote:PanelVote",
     "prompt_uncertainty": "dataflywheel.ops.select.prompt_uncertainty:PromptUncertainty",
     "less": "dataflywheel.ops.select.less:LessSelect",
+    "clues": "dataflywheel.ops.select.clues:CluesSelect",
 }
 
 
