@@ -30,7 +30,7 @@ from dataflywheel.engine.progress import Progress
 from dataflywheel.engine.store import DROP_SCHEMA, StepStore, atomic_write_json, drop_rows, write_table
 from dataflywheel.errors import FlywheelError
 from dataflywheel.models.client import load_models
-from dataflywheel.ops.base import Filter, Generator, Mapper, Op, OpContext, Scorer, Selector
+from dataflywheel.ops.base import Filter, Generator, Mapper, Op, OpContext, Scorer, Selector, Trainer
 from dataflywheel.recipe.models import Recipe
 
 
@@ -122,6 +122,8 @@ class LocalExecutor:
                             base_dir=str(self.recipe.base_dir),
                         )
                         result = self._run_step(op, prev, models)
+                        if isinstance(op, Trainer) and op.produced_model():
+                            models[op.produced_model()] = trained_model(op, result, models)
                         manifest.step_finished(result)
                         results.append(result)
                         prev = result
@@ -214,6 +216,8 @@ class LocalExecutor:
             self._select(op, inputs, store, result)
         elif isinstance(op, Generator):
             self._generate(op, inputs, store, result)
+        elif isinstance(op, Trainer):
+            self._train(op, inputs, store, result)
         else:
             raise FlywheelError(
                 f"step {op.ctx.step} ({op.name}): the local executor cannot run kind '{op.kind}'"
@@ -378,6 +382,21 @@ class LocalExecutor:
         atomic_write_json(stats_path, store_stats)
         return _Saved(indices, columns, dropped, reasons, details, store_stats)
 
+    def _train(self, op: Trainer, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        """Train once (a finished checkpoint is never trained again), then pass the rows through."""
+        stats_path = store.path / "_train.json"
+        if stats_path.exists():
+            result.shards_reused += 1
+            stats = orjson.loads(stats_path.read_bytes())
+        else:
+            data = io.concat([pq.read_table(p) for p in inputs])
+            stats = op.train(data, store.path / "checkpoint")
+            atomic_write_json(stats_path, stats)
+        result.stats["train"] = stats
+        for k, shard in enumerate(inputs):
+            if not store.has_shard(k):
+                write_table(store.shard_path(k), pq.read_table(shard))
+
     def _generate(self, op: Generator, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         seeds = io.concat([pq.read_table(p) for p in inputs])
         n_seed_shards = len(inputs)
@@ -454,6 +473,18 @@ class LocalExecutor:
             for shard in StepStore(last.dir).shards():
                 writer.write_table(pq.read_table(shard))
         return path
+
+
+def trained_model(op: Trainer, result: StepResult, models: dict):
+    """The checkpoint a trainer step saved, as a named model for the steps after it."""
+    from dataflywheel.models.client import Model
+    from dataflywheel.recipe.models import ModelSpec
+
+    base = models.get(op.params.model)
+    device = base.spec.device if base is not None else "auto"
+    spec = ModelSpec(backend="hf", model=str(Path(result.dir) / "checkpoint"), device=device)
+    cache = base.cache if base is not None else None
+    return Model(op.produced_model(), spec, cache)
 
 
 @dataclass

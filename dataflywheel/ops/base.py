@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -212,6 +213,22 @@ class Generator(Op):
         raise NotImplementedError
 
 
+class Trainer(Op):
+    """Trains a model on the whole dataset and saves a checkpoint; the rows pass through unchanged.
+
+    The checkpoint becomes a model that later steps (and ``flywheel serve``) can name: ``output_model``.
+    """
+
+    kind = "trainer"
+
+    def produced_model(self) -> str | None:
+        return getattr(self.params, "output_model", None)
+
+    def train(self, data: pa.Table, out_dir: Path) -> dict[str, Any]:
+        """Train on `data` and save a transformers checkpoint in `out_dir`; return statistics."""
+        raise NotImplementedError
+
+
 ROW_WISE = (Mapper, Scorer, Filter)
-KINDS = {c.kind: c for c in (Mapper, Scorer, Filter, Selector, Generator)}
+KINDS = {c.kind: c for c in (Mapper, Scorer, Filter, Selector, Generator, Trainer)}
 CONTENT_COLUMNS = (S.MESSAGES, *S.PREFERENCE_COLUMNS)

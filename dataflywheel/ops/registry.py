@@ -43,6 +43,9 @@ REGISTRY: dict[str, str] = {
     "prompt_uncertainty": "dataflywheel.ops.select.prompt_uncertainty:PromptUncertainty",
     "less": "dataflywheel.ops.select.less:LessSelect",
     "clues": "dataflywheel.ops.select.clues:CluesSelect",
+    # train
+    "sft": "dataflywheel.ops.train.sft:SFT",
+    "dpo": "dataflywheel.ops.train.dpo:DPO",
 }
 
 

@@ -104,24 +104,38 @@ def validate_recipe(
 
 def _build_ops(recipe: Recipe, problems: list[Problem]) -> list[Op]:
     ops: list[Op] = []
+    produced: dict[str, str] = {}  # models trained by earlier steps -> backend
     for i, step in enumerate(recipe.steps, start=1):
         op = _build_op(i, step, recipe, problems)
-        if op is not None:
-            ops.append(op)
-            for param, model in op.model_refs().items():
-                problem = _model_problem(recipe, op, param, model)
-                if problem:
-                    problems.append(Problem(problem, i, step.op, param))
+        if op is None:
+            continue
+        ops.append(op)
+        for param, model in op.model_refs().items():
+            if param == "output_model":
+                continue
+            problem = _model_problem(recipe, op, param, model, produced)
+            if problem:
+                problems.append(Problem(problem, i, step.op, param))
+        made = op.produced_model() if hasattr(op, "produced_model") else None
+        if made:
+            if made in recipe.models or made in produced:
+                problems.append(Problem(f"model name '{made}' is already taken", i, step.op, "output_model"))
+            produced[made] = "hf"
     return ops
 
 
-def _model_problem(recipe: Recipe, op: Op, param: str, model: str) -> str | None:
+def _model_problem(recipe: Recipe, op: Op, param: str, model: str, produced: dict[str, str]) -> str | None:
     """An undeclared model, or one whose backend cannot do what the op needs."""
-    if model not in recipe.models:
+    if model in produced:
+        backend = produced[model]
+    elif model not in recipe.models:
+        declared = sorted(recipe.models) + sorted(produced)
         return (
-            f"model '{model}' is not declared under `models:` (declared: {sorted(recipe.models) or 'none'})"
+            f"model '{model}' is not declared under `models:` nor trained by an earlier step "
+            f"(declared: {declared or 'none'})"
         )
-    backend = recipe.models[model].backend
+    else:
+        backend = recipe.models[model].backend
     can = BACKEND_CAPABILITIES.get(backend, frozenset())
     missing = [c for c in op.model_needs().get(param, ()) if c not in can]
     if missing:

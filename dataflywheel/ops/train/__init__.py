@@ -1,0 +1,1 @@
+"""Trainer operators: SFT and DPO on TRL + PEFT."""

@@ -1,0 +1,1 @@
+"""Training on TRL + PEFT: SFT (LoRA or full, loss on assistant tokens only) and DPO."""
