@@ -116,7 +116,9 @@ def test_undeclared_model_and_missing_input(tmp_path):
     )
     problems = problems_of(path)
     assert any(
-        "key 'model': model 'judge' is not declared under `models:` nor trained by an earlier step (declared: none)" in p for p in problems
+        "key 'model': model 'judge' is not declared under `models:` nor trained by an earlier step "
+        "(declared: none)" in p
+        for p in problems
     )
     assert any("key 'inputs.0.path'" in p and "missing.jsonl: file not found" in p for p in problems)
 
