@@ -30,7 +30,17 @@ from dataflywheel.engine.progress import Progress
 from dataflywheel.engine.store import DROP_SCHEMA, StepStore, atomic_write_json, drop_rows, write_table
 from dataflywheel.errors import FlywheelError
 from dataflywheel.models.client import load_models
-from dataflywheel.ops.base import Filter, Generator, Mapper, Op, OpContext, Scorer, Selector, Trainer
+from dataflywheel.ops.base import (
+    Evaluator,
+    Filter,
+    Generator,
+    Mapper,
+    Op,
+    OpContext,
+    Scorer,
+    Selector,
+    Trainer,
+)
 from dataflywheel.recipe.models import Recipe
 
 
@@ -218,6 +228,8 @@ class LocalExecutor:
             self._generate(op, inputs, store, result)
         elif isinstance(op, Trainer):
             self._train(op, inputs, store, result)
+        elif isinstance(op, Evaluator):
+            self._evaluate(op, inputs, store, result)
         else:
             raise FlywheelError(
                 f"step {op.ctx.step} ({op.name}): the local executor cannot run kind '{op.kind}'"
@@ -393,6 +405,19 @@ class LocalExecutor:
             stats = op.train(data, store.path / "checkpoint")
             atomic_write_json(stats_path, stats)
         result.stats["train"] = stats
+        for k, shard in enumerate(inputs):
+            if not store.has_shard(k):
+                write_table(store.shard_path(k), pq.read_table(shard))
+
+    def _evaluate(self, op: Evaluator, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        """Measure once, keep the metrics beside the shards, pass the rows through."""
+        metrics_path = store.path / "_metrics.json"
+        if metrics_path.exists():
+            metrics = orjson.loads(metrics_path.read_bytes())
+        else:
+            metrics = op.evaluate()
+            atomic_write_json(metrics_path, metrics)
+        result.stats["metrics"] = metrics
         for k, shard in enumerate(inputs):
             if not store.has_shard(k):
                 write_table(store.shard_path(k), pq.read_table(shard))

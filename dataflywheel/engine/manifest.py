@@ -82,6 +82,13 @@ class Manifest:
             },
             models=models or {},
         )
+        metrics = {
+            f"{s['index']:02d}-{s['op']}": s["stats"]["metrics"]
+            for s in steps
+            if "metrics" in s.get("stats", {})
+        }
+        if metrics:
+            atomic_write_json(self.path.parent / "metrics.json", metrics)
         self._save()
 
     def _save(self) -> None:

@@ -229,6 +229,16 @@ class Trainer(Op):
         raise NotImplementedError
 
 
+class Evaluator(Op):
+    """Measures a model on an eval set; the pipeline's rows pass through unchanged, the metrics go to the
+    step's manifest entry and to ``metrics.json`` in the run directory."""
+
+    kind = "evaluator"
+
+    def evaluate(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
 ROW_WISE = (Mapper, Scorer, Filter)
-KINDS = {c.kind: c for c in (Mapper, Scorer, Filter, Selector, Generator, Trainer)}
+KINDS = {c.kind: c for c in (Mapper, Scorer, Filter, Selector, Generator, Trainer, Evaluator)}
 CONTENT_COLUMNS = (S.MESSAGES, *S.PREFERENCE_COLUMNS)

@@ -46,6 +46,10 @@ REGISTRY: dict[str, str] = {
     # train
     "sft": "dataflywheel.ops.train.sft:SFT",
     "dpo": "dataflywheel.ops.train.dpo:DPO",
+    # evaluate
+    "eval_nll": "dataflywheel.ops.evaluate.nll:EvalNLL",
+    "eval_accuracy": "dataflywheel.ops.evaluate.accuracy:EvalAccuracy",
+    "eval_judge": "dataflywheel.ops.evaluate.judge:EvalJudge",
 }
 
 

@@ -1,0 +1,1 @@
+"""Evaluator operators: held-out loss, LLM-as-a-judge (single and pairwise), verifiable accuracy."""

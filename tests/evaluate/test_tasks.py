@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dataflywheel.evaluate.stats import bootstrap_ci
+from dataflywheel.evaluate.tasks import choice_letter, gsm8k_answer, gsm8k_correct
+
+
+def test_gsm8k_extraction_reproduces_the_official_correctness_flags(shared_data):
+    """Independent check: our answer matching agrees with the flags OpenAI published for 1,319 x 4
+    model solutions."""
+    rows = [
+        json.loads(x)
+        for x in (shared_data / "gsm8k" / "example_model_solutions.jsonl").read_text().splitlines()
+    ]
+    agree = total = 0
+    for r in rows:
+        for key in ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"):
+            total += 1
+            agree += gsm8k_correct(r[key]["solution"], r["ground_truth"]) == r[key]["is_correct"]
+    assert total == 1319 * 4 and agree / total > 0.995, agree / total
+
+
+def test_gsm8k_reference_answers_parse(shared_data):
+    rows = [json.loads(x) for x in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()]
+    assert all(gsm8k_answer(r["answer"]) is not None for r in rows)
+    assert gsm8k_answer("so 1,234 apples.\n#### 1,234") == 1234.0
+    assert gsm8k_answer("She makes 9 * 2 = $18.") == 18.0
+    assert gsm8k_answer("no digits here") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("Answer: B", "B"),
+        ("(C) because", "C"),
+        ("D. Paris", "D"),
+        ("The answer is A.", "A"),
+        ("I think so", None),
+    ],
+)
+def test_choice_letter(text, want):
+    assert choice_letter(text) == want
+
+
+def test_bootstrap_ci_covers_the_mean():
+    lo, hi = bootstrap_ci([1, 0, 1, 1, 0, 1, 1, 1, 0, 1] * 10)
+    assert lo < 0.7 < hi and hi - lo < 0.3
