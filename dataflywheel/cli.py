@@ -211,6 +211,39 @@ def calibrate(
 
 
 @app.command()
+def compare(
+    spec: Path = typer.Argument(
+        ..., help="compare YAML: base model, eval set, training settings, candidates"
+    ),
+    out: Path | None = typer.Option(None, help="output folder (default: runs/<name>)"),
+    quiet: bool = typer.Option(False, help="no progress bars"),
+) -> None:
+    """The data-efficiency experiment: train the same model on each candidate dataset, evaluate all."""
+    from dataflywheel.evaluate.compare import load_spec, run_compare
+
+    try:
+        target = out or Path("runs") / load_spec(spec).name
+        results = run_compare(spec, target, progress=not quiet and sys.stderr.isatty())
+    except FlywheelError as e:
+        _fail(e)
+    view = Table(title=f"data efficiency ({target})")
+    for col in ("candidate", "rows", "NLL", "perplexity", "win rate", "95% CI"):
+        view.add_column(col, justify="left" if col == "candidate" else "right")
+    for r in results:
+        ci = r["win_rate_ci95"]
+        view.add_row(
+            r["candidate"],
+            str(r["rows"]),
+            f"{r['nll']:.4f}" if r["nll"] is not None else "",
+            f"{r['perplexity']:.2f}" if r["perplexity"] is not None else "",
+            f"{r['win_rate']:.3f}" if r["win_rate"] is not None else "",
+            f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "",
+        )
+    console.print(view)
+    console.print(f"table: {target / 'results.json'}   plot: {target / 'efficiency.svg'}")
+
+
+@app.command()
 def serve(
     model: str = typer.Argument(
         ..., help="embedded:smollm2-135m-instruct, a local folder or checkpoint, a hub name"

@@ -1,0 +1,180 @@
+"""The data-efficiency experiment: the same model, the same training budget, several candidate datasets
+(the full pool, a random k, each selector's k ...), one eval set; a table and a plot of quality against
+data size. Each candidate is an ordinary recipe run (train, then evaluate), so it is checkpointed,
+resumable and reused like any other run.
+
+    version: 1
+    name: alpaca-10pct
+    base: {backend: hf, model: embedded:smollm2-135m-instruct}
+    judge: {backend: openai, model: gpt-4o-mini, base_url: ..., api_key_env: KEY}   # optional
+    eval: {data: heldout.jsonl, limit: 100}
+    train: {epochs: 1, lora_r: 16}                    # any sft parameter
+    candidates:
+      full: pool.jsonl
+      random_10: runs/random/output.jsonl
+      ifd_10: runs/ifd/output.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataflywheel.errors import RecipeError
+from dataflywheel.recipe.models import ModelSpec, expand_path
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvalSpec(_Strict):
+    data: str = Field(description="held-out eval set with reference answers")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first rows")
+    max_tokens: int = Field(256, ge=1, description="answer length for judged answers")
+
+
+class CompareSpec(_Strict):
+    version: int = 1
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    base: ModelSpec
+    judge: ModelSpec | None = None
+    eval: EvalSpec
+    train: dict[str, Any] = Field(default_factory=dict, description="sft parameters for every candidate")
+    candidates: dict[str, str] = Field(
+        min_length=1, description="name -> dataset file (names: letters, digits, _.-)"
+    )
+    seed: int = 0
+
+
+def load_spec(path: Path) -> CompareSpec:
+    from pydantic import ValidationError
+
+    from dataflywheel.errors import Problem
+
+    try:
+        return CompareSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except ValidationError as e:
+        raise RecipeError(
+            [Problem(err["msg"], key=".".join(map(str, err["loc"]))) for err in e.errors()], str(path)
+        ) from None
+
+
+def _resolve(base_dir: Path, value: str) -> str:
+    value = expand_path(value)
+    return value if Path(value).is_absolute() else str((base_dir / value).resolve())
+
+
+def candidate_recipe(spec: CompareSpec, slug: str, data: str | None, base_dir: Path) -> dict:
+    """One candidate as a recipe: train on its data (unless it is the untrained base), then evaluate."""
+    models: dict[str, Any] = {"base": spec.base.model_dump()}
+    evaluated = "base"
+    steps: list[dict] = []
+    if data is not None:
+        steps.append({"sft": {"model": "base", "output_model": "tuned", **spec.train}})
+        evaluated = "tuned"
+    eval_data = _resolve(base_dir, spec.eval.data)
+    steps.append({"eval_nll": {"model": evaluated, "data": eval_data, "limit": spec.eval.limit}})
+    if spec.judge is not None:
+        models["judge"] = spec.judge.model_dump()
+        steps.append(
+            {
+                "eval_judge": {
+                    "model": evaluated,
+                    "judge": "judge",
+                    "data": eval_data,
+                    "limit": spec.eval.limit,
+                    "max_tokens": spec.eval.max_tokens,
+                }
+            }
+        )
+    inputs = [{"path": _resolve(base_dir, data if data is not None else spec.eval.data)}]
+    return {
+        "version": 1,
+        "name": f"{spec.name}-{slug}",
+        "inputs": inputs,
+        "models": models,
+        "steps": steps,
+        "seed": spec.seed,
+        "on_error": "skip",
+    }
+
+
+def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]:
+    from dataflywheel.engine.local import LocalExecutor
+    from dataflywheel.recipe.validate import validate_recipe
+
+    spec = load_spec(path)
+    base_dir = path.parent.resolve()
+    results = []
+    for name, data in [("base (untrained)", None), *spec.candidates.items()]:
+        slug = "base" if data is None else name
+        raw = candidate_recipe(spec, slug, data, base_dir)
+        recipe, ops, problems = validate_recipe(raw, base_dir)
+        if problems:
+            raise RecipeError(problems, f"{path} candidate '{name}'")
+        run = LocalExecutor(recipe, ops, out_dir / "candidates" / slug, progress=progress).run()
+        metrics: dict[str, Any] = {}
+        for step in run.steps:
+            metrics.update(step.stats.get("metrics", {}))
+        results.append(
+            {
+                "candidate": name,
+                "rows": 0 if data is None else run.steps[0].rows_out,
+                "nll": metrics.get("nll"),
+                "perplexity": metrics.get("perplexity"),
+                "win_rate": metrics.get("win_rate"),
+                "win_rate_ci95": metrics.get("ci95"),
+                "run": str(run.run_dir),
+            }
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "efficiency.svg").write_text(
+        efficiency_svg(results, "nll", "held-out response NLL (lower is better)")
+    )
+    return results
+
+
+def efficiency_svg(results: list[dict], metric: str, title: str, w: int = 640, h: int = 360) -> str:
+    """Quality against data size, one labelled point per candidate (a self-contained SVG)."""
+    pts = [(r["rows"], r[metric], r["candidate"]) for r in results if r.get(metric) is not None]
+    if not pts:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}"></svg>'
+    pad = 60
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1 = 0, max(xs) or 1
+    y0, y1 = min(ys), max(ys)
+    y0, y1 = (y0 - 0.05, y1 + 0.05) if y1 == y0 else (y0 - 0.1 * (y1 - y0), y1 + 0.1 * (y1 - y0))
+
+    def sx(x):
+        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad)
+
+    def sy(y):
+        return h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif">',
+        f'<text x="{w / 2}" y="24" text-anchor="middle" font-size="15">{title}</text>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#333"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#333"/>',
+        f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle" font-size="12">training rows</text>',
+    ]
+    for tick in range(5):
+        yv = y0 + (y1 - y0) * tick / 4
+        parts.append(
+            f'<text x="{pad - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="10">{yv:.3g}</text>'
+        )
+        xv = x0 + (x1 - x0) * tick / 4
+        parts.append(
+            f'<text x="{sx(xv):.1f}" y="{h - pad + 16}" text-anchor="middle" font-size="10">{xv:.0f}</text>'
+        )
+    for x, y, label in pts:
+        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="#2563eb"/>')
+        parts.append(f'<text x="{sx(x) + 8:.1f}" y="{sy(y) - 8:.1f}" font-size="11">{label}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
