@@ -48,6 +48,15 @@ def run(
     except FlywheelError as e:
         _fail(e)
     console.print(summary_table(result))
+    metrics = [(s.index, s.op, s.stats["metrics"]) for s in result.steps if "metrics" in s.stats]
+    if metrics:
+        view = Table(title="evaluations")
+        for col in ("step", "op", "metrics"):
+            view.add_column(col)
+        for index, op, values in metrics:
+            shown = ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, list | dict))
+            view.add_row(str(index), op, shown)
+        console.print(view)
     console.print(f"output: [bold]{result.output_path}[/] ({result.rows_out} rows)   run: {result.run_dir}")
 
 

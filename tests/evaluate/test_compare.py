@@ -26,7 +26,7 @@ def test_compare_trains_each_candidate_and_evaluates_all(tmp_path):
         name: tiny
         base: {backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}
         eval: {data: heldout.jsonl}
-        train: {max_steps: 3, batch_size: 4, lr: 0.001, lora_r: 8}
+        train: {max_steps: 2, batch_size: 4, lr: 0.001, lora_r: 8}
         candidates:
           small: small.jsonl
           large: large.jsonl
