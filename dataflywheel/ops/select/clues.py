@@ -64,16 +64,7 @@ class CluesSelect(Selector):
     def select(self, table: pa.Table) -> Selection:
         p = self.params
         seed = p.seed if p.seed is not None else self.ctx.seed
-        model = self.ctx.model(p.model)
-        if not hasattr(model.backend, "split_ids"):
-            raise FlywheelError(
-                f"clues: model '{p.model}' must use the hf backend (gradients need the weights)"
-            )
-        lg = G.LoraGradients(
-            model.backend, p.lora_r, p.lora_alpha, 0.0, tuple(p.lora_targets), p.max_length, seed
-        )
-        pool = [lg.example(m) for m in table.column(S.MESSAGES).to_pylist()]
-        valid = [i for i, e in enumerate(pool) if e is not None]
+        lg, pool, valid = G.lora_for_op(self, table, 0.0, seed)
         anchors = [
             e for e in (lg.example(r[S.MESSAGES]) for r in io.read_all(self.ctx.path(p.anchor)).rows) if e
         ]

@@ -240,6 +240,23 @@ class LoraGradients:
         return self.torch.cat([state[n].reshape(-1) for n in self.names]).numpy()
 
 
+def lora_for_op(op, table, dropout: float, seed: int) -> tuple[LoraGradients, list, list[int]]:
+    """The LoRA copy of an op's hf model, the table's rows as examples, and the positions usable."""
+    from dataflywheel.errors import FlywheelError
+
+    p = op.params
+    model = op.ctx.model(p.model)
+    if not hasattr(model.backend, "split_ids"):
+        raise FlywheelError(
+            f"{op.name}: model '{p.model}' must use the hf backend (gradients need the weights)"
+        )
+    lg = LoraGradients(
+        model.backend, p.lora_r, p.lora_alpha, dropout, tuple(p.lora_targets), p.max_length, seed
+    )
+    pool = [lg.example(m) for m in table.column(S.MESSAGES).to_pylist()]
+    return lg, pool, [i for i, e in enumerate(pool) if e is not None]
+
+
 def adam_direction(
     g: np.ndarray, m: np.ndarray, v: np.ndarray, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
 ) -> np.ndarray:

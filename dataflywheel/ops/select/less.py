@@ -74,16 +74,7 @@ class LessSelect(Selector):
     def select(self, table: pa.Table) -> Selection:
         p = self.params
         seed = p.seed if p.seed is not None else self.ctx.seed
-        model = self.ctx.model(p.model)
-        if not hasattr(model.backend, "split_ids"):
-            raise FlywheelError(
-                f"less: model '{p.model}' must use the hf backend (gradients need the weights)"
-            )
-        lg = G.LoraGradients(
-            model.backend, p.lora_r, p.lora_alpha, 0.1, tuple(p.lora_targets), p.max_length, seed
-        )
-        pool = [lg.example(m) for m in table.column(S.MESSAGES).to_pylist()]
-        valid = [i for i, e in enumerate(pool) if e is not None]
+        lg, pool, valid = G.lora_for_op(self, table, 0.1, seed)
         target_msgs, tasks = self._targets()
         targets = [lg.example(m) for m in target_msgs]
         keep_t = [i for i, e in enumerate(targets) if e is not None]
