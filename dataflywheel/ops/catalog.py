@@ -7,6 +7,7 @@ import inspect
 from pydantic_core import PydanticUndefined
 from rich.console import Group
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from dataflywheel.ops import registry
@@ -50,7 +51,7 @@ def table() -> Table:
     view.add_column("what it does")
     for name in registry.names():
         e = entry(name)
-        view.add_row(name, e["kind"], e["summary"])
+        view.add_row(name, e["kind"], escape(e["summary"]))
     return view
 
 
@@ -60,7 +61,7 @@ def describe(name: str) -> Group:
     for col in ("name", "type", "default", "description"):
         params.add_column(col)
     for row in e["params"]:
-        params.add_row(*row)
+        params.add_row(*(escape(str(c)) for c in row))
     io_line = f"**kind:** {e['kind']}"
     if e["reads"] or e["writes"]:
         io_line += f"  **reads:** {', '.join(e['reads']) or '-'}  **writes:** {', '.join(e['writes']) or '-'}"
