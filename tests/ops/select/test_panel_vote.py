@@ -39,3 +39,41 @@ def test_panel_majority_mean_and_abstention():
     ).select(t)
     assert mean.indices.tolist() == [0, 3]
     assert "fleiss_kappa" in sel.stats and len(sel.stats["cohen_kappa"]) == 3
+
+
+@pytest.mark.slow
+def test_a_panel_of_two_prompts_on_smollm2_votes_in_a_recipe(tmp_path):
+    import json
+    import textwrap
+
+    from dataflywheel.engine.local import LocalExecutor
+    from dataflywheel.engine.runinfo import load_manifest
+    from dataflywheel.recipe.validate import validate_file
+    from tests.conftest import ROOT
+
+    (tmp_path / "r.yaml").write_text(
+        textwrap.dedent(f"""
+        version: 1
+        name: panel
+        inputs: [{{path: {ROOT / "examples" / "demo_pool.jsonl"}}}]
+        on_error: skip
+        models:
+          smol: {{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}}
+        steps:
+          - head: {{n: 8}}
+          - alpagasus: {{model: smol, mode: expected, name: acc}}
+          - alpagasus: {{model: smol, mode: expected, dimension: helpfulness, name: help}}
+          - panel_vote: {{columns: [score_acc, score_help], threshold: 2.0, rule: mean}}
+    """)
+    )
+    rec, ops, problems = validate_file(tmp_path / "r.yaml")
+    assert not problems, problems
+    result = LocalExecutor(rec, ops, tmp_path / "run", progress=False).run()
+    step = load_manifest(tmp_path / "run")["steps"][4]
+    assert step["rows_in"] == 8 and step["rows_out"] + sum(step["dropped"].values()) == 8
+    assert "fleiss_kappa" in step["stats"] and list(step["stats"]["cohen_kappa"]) == [
+        "score_acc ~ score_help"
+    ]
+    out = [json.loads(x) for x in result.output_path.read_text().splitlines()]
+    assert all(r["score_panel_mean"] >= 2.0 for r in out)
+    assert all(r["score_panel_mean"] == pytest.approx((r["score_acc"] + r["score_help"]) / 2) for r in out)
