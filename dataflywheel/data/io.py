@@ -23,7 +23,6 @@ from dataflywheel.data import formats
 from dataflywheel.data import schema as S
 from dataflywheel.errors import DataError, Location
 
-READ_KINDS = ("jsonl", "json", "parquet", "csv", "hf_disk", "hf_hub")
 WRITE_KINDS = ("jsonl", "json", "parquet", "csv")
 # CSV cells that hold structured values are written and read back as JSON text.
 CSV_JSON_FIELDS = {
@@ -502,6 +501,7 @@ class Writer:
 
     def write_rows(self, rows: list[dict]) -> None:
         out = [formats.from_canonical(r, self.fmt, self.keep_columns) for r in rows]
+        written_before = self.rows
         self.rows += len(out)
         if self.kind == "parquet":
             self._write_parquet(out)
@@ -510,8 +510,8 @@ class Writer:
         if self.kind == "jsonl":
             self._fh.write(b"".join(orjson.dumps(r, default=str) + b"\n" for r in out))
         elif self.kind == "json":
-            for r in out:
-                self._fh.write((b",\n" if self._started_json() else b"\n") + orjson.dumps(r, default=str))
+            for k, r in enumerate(out):  # a comma before every row but the file's first
+                self._fh.write((b",\n" if written_before + k else b"\n") + orjson.dumps(r, default=str))
         else:
             self._write_csv(out)
 
@@ -531,11 +531,6 @@ class Writer:
             self._fh = open(self.tmp, "wb")
             if self.kind == "json":
                 self._fh.write(b"[")
-
-    def _started_json(self) -> bool:
-        started = getattr(self, "_json_started", False)
-        self._json_started = True
-        return started
 
     def _write_parquet(self, out: list[dict]) -> None:
         import pyarrow.parquet as pq

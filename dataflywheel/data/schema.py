@@ -130,7 +130,3 @@ def prompt_of(messages: list[dict]) -> list[dict]:
     if messages and messages[-1]["role"] == "assistant":
         return list(messages[:-1])
     return list(messages)
-
-
-def arrow_schema_for(columns: dict[str, pa.DataType]) -> pa.Schema:
-    return pa.schema([pa.field(name, typ) for name, typ in columns.items()])

@@ -128,7 +128,6 @@ class LocalExecutor:
                             seed=self.recipe.seed,
                             step=op.ctx.step,
                             models=models,
-                            work_dir=str(self.run_dir),
                             base_dir=str(self.recipe.base_dir),
                         )
                         result = self._run_step(op, prev, models)
@@ -405,9 +404,7 @@ class LocalExecutor:
             stats = op.train(data, store.path / "checkpoint")
             atomic_write_json(stats_path, stats)
         result.stats["train"] = stats
-        for k, shard in enumerate(inputs):
-            if not store.has_shard(k):
-                write_table(store.shard_path(k), pq.read_table(shard))
+        _pass_through(inputs, store)
 
     def _evaluate(self, op: Evaluator, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         """Measure once, keep the metrics beside the shards, pass the rows through."""
@@ -418,9 +415,7 @@ class LocalExecutor:
             metrics = op.evaluate()
             atomic_write_json(metrics_path, metrics)
         result.stats["metrics"] = metrics
-        for k, shard in enumerate(inputs):
-            if not store.has_shard(k):
-                write_table(store.shard_path(k), pq.read_table(shard))
+        _pass_through(inputs, store)
 
     def _generate(self, op: Generator, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         seeds = io.concat([pq.read_table(p) for p in inputs])
@@ -498,6 +493,13 @@ class LocalExecutor:
             for shard in StepStore(last.dir).shards():
                 writer.write_table(pq.read_table(shard))
         return path
+
+
+def _pass_through(inputs: list[Path], store: StepStore) -> None:
+    """A trainer's or evaluator's output rows are its input rows."""
+    for k, shard in enumerate(inputs):
+        if not store.has_shard(k):
+            write_table(store.shard_path(k), pq.read_table(shard))
 
 
 def trained_model(op: Trainer, result: StepResult, models: dict):

@@ -65,9 +65,7 @@ class OpContext:
     seed: int = 0
     step: int = 0
     iteration: int = 0
-    work_dir: str | None = None
     models: dict[str, Any] = field(default_factory=dict)
-    stats: dict[str, Any] = field(default_factory=dict)
     base_dir: str | None = None  # the recipe's folder: relative paths in parameters start there
 
     def path(self, value: str) -> str:
@@ -239,6 +237,4 @@ class Evaluator(Op):
         raise NotImplementedError
 
 
-ROW_WISE = (Mapper, Scorer, Filter)
-KINDS = {c.kind: c for c in (Mapper, Scorer, Filter, Selector, Generator, Trainer, Evaluator)}
 CONTENT_COLUMNS = (S.MESSAGES, *S.PREFERENCE_COLUMNS)

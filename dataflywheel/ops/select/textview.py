@@ -20,7 +20,3 @@ def texts(table: pa.Table, field: str) -> list[str]:
         prompts, chosen = table.column(S.PROMPT).to_pylist(), table.column(S.CHOSEN).to_pylist()
         convs = [p + c for p, c in zip(prompts, chosen, strict=True)]
     return [S.text_of(c, field) for c in convs]
-
-
-def content_column(table_columns: list[str]) -> str:
-    return S.MESSAGES if S.MESSAGES in table_columns else S.PROMPT
