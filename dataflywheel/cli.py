@@ -33,6 +33,7 @@ def run(
     run_dir: Path | None = typer.Option(None, help="run directory (default: runs/<recipe name>)"),
     fresh: bool = typer.Option(False, help="recompute every step instead of reusing finished ones"),
     quiet: bool = typer.Option(False, help="no progress bars"),
+    report: bool = typer.Option(True, help="write report.html in the run directory"),
 ) -> None:
     """Run a recipe: reuses finished steps and resumes an interrupted one."""
     from dataflywheel.engine.local import LocalExecutor
@@ -44,7 +45,8 @@ def run(
         _fail(RecipeError(problems, str(recipe)), 2)
     target = run_dir or Path("runs") / rec.name
     try:
-        result = LocalExecutor(rec, ops, target, progress=not quiet and sys.stderr.isatty()).run(fresh=fresh)
+        executor = LocalExecutor(rec, ops, target, progress=not quiet and sys.stderr.isatty(), report=report)
+        result = executor.run(fresh=fresh)
     except FlywheelError as e:
         _fail(e)
     console.print(summary_table(result))
@@ -58,6 +60,30 @@ def run(
             view.add_row(str(index), op, shown)
         console.print(view)
     console.print(f"output: [bold]{result.output_path}[/] ({result.rows_out} rows)   run: {result.run_dir}")
+    if (result.run_dir / "report.html").exists() and report:
+        console.print(f"report: {result.run_dir / 'report.html'}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory (holds manifest.json)"),
+    compare: Path | None = typer.Option(None, help="a `flywheel compare` folder to add its curve"),
+    out: Path | None = typer.Option(None, help="where to write (default: RUN_DIR/report.html)"),
+) -> None:
+    """(Re)build the self-contained HTML report of a run."""
+    import json
+
+    from dataflywheel.report import build_report
+
+    if not (run_dir / "manifest.json").exists():
+        _fail(FlywheelError(f"{run_dir}: not a run directory (no manifest.json)"))
+    results = None
+    if compare is not None:
+        path = compare / "results.json" if compare.is_dir() else compare
+        if not path.exists():
+            _fail(FlywheelError(f"{path}: no compare results (run `flywheel compare` first)"))
+        results = json.loads(path.read_text())
+    console.print(f"report: {build_report(run_dir, results, out)}")
 
 
 def summary_table(result) -> Table:
@@ -249,7 +275,10 @@ def compare(
             f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "",
         )
     console.print(view)
-    console.print(f"table: {target / 'results.json'}   plot: {target / 'efficiency.svg'}")
+    console.print(
+        f"table: {target / 'results.json'}   plot: {target / 'efficiency.svg'}   "
+        f"report: {target / 'report.html'}"
+    )
 
 
 @app.command()

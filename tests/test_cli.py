@@ -52,6 +52,13 @@ def test_demo_recipe_accounts_for_its_bad_rows_and_closes_the_loop(shipped_runs)
     base, tuned = (v for k, v in sorted(metrics.items()) if k.endswith("eval_nll"))
     assert tuned["nll"] < base["nll"]  # tuning on the selected rows lowers the held-out loss
     assert "evaluations" in result.output
+    # The loop ends with its report: the held-out tokens the evaluations scored are counted as usage.
+    page = (run_dir / "report.html").read_text()
+    assert 'data-chart="map"' in page and 'data-chart="eval:nll"' in page and 'data-chart="train:' in page
+    evals = [s for s in manifest["steps"] if s["op"] == "eval_nll"]
+    assert [next(iter(s["stats"]["models"].values()))["prompt_tokens"] for s in evals] == [
+        s["stats"]["metrics"]["tokens"] for s in evals
+    ]
 
 
 def test_validate_exits_non_zero_with_problems(tmp_path):

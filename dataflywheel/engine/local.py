@@ -103,11 +103,13 @@ class LocalExecutor:
         run_dir: str | Path,
         progress: bool = True,
         model_loader: Callable[[Recipe], dict[str, Any]] | None = None,
+        report: bool = True,
     ):
         self.recipe, self.ops = recipe, ops
         self.run_dir = Path(run_dir)
         self.progress = Progress(enabled=progress)
         self.model_loader = model_loader
+        self.report = report
 
     # ------------------------------------------------------------------ the run
     def run(self, fresh: bool = False) -> RunResult:
@@ -142,6 +144,8 @@ class LocalExecutor:
             finally:
                 for m in models.values():
                     m.close()
+            if self.report:
+                write_report(self.run_dir)
             return RunResult(self.run_dir, output, results, results[0].rows_in, rows_out)
 
     # ------------------------------------------------------------------ step 0: read the inputs
@@ -493,6 +497,19 @@ class LocalExecutor:
             for shard in StepStore(last.dir).shards():
                 writer.write_table(pq.read_table(shard))
         return path
+
+
+def write_report(run_dir: Path) -> Path | None:
+    """report.html beside the manifest; a report that cannot be drawn never fails a finished run."""
+    import sys
+
+    from dataflywheel.report import build_report
+
+    try:
+        return build_report(run_dir)
+    except Exception as e:  # the run's data and manifest are already complete
+        print(f"warning: report.html was not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
 
 
 def _pass_through(inputs: list[Path], store: StepStore) -> None:

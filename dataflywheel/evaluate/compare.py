@@ -107,6 +107,7 @@ def candidate_recipe(spec: CompareSpec, slug: str, data: str | None, base_dir: P
 def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]:
     from dataflywheel.engine.local import LocalExecutor
     from dataflywheel.recipe.validate import validate_recipe
+    from dataflywheel.report.run import build_compare_report
 
     spec = load_spec(path)
     base_dir = path.parent.resolve()
@@ -137,44 +138,13 @@ def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]
     (out_dir / "efficiency.svg").write_text(
         efficiency_svg(results, "nll", "held-out response NLL (lower is better)")
     )
+    build_compare_report(out_dir, path.read_text(encoding="utf-8"), [dict(r) for r in results])
     return results
 
 
-def efficiency_svg(results: list[dict], metric: str, title: str, w: int = 640, h: int = 360) -> str:
+def efficiency_svg(results: list[dict], metric: str, title: str) -> str:
     """Quality against data size, one labelled point per candidate (a self-contained SVG)."""
+    from dataflywheel.report import svg
+
     pts = [(r["rows"], r[metric], r["candidate"]) for r in results if r.get(metric) is not None]
-    if not pts:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}"></svg>'
-    pad = 60
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, x1 = 0, max(xs) or 1
-    y0, y1 = min(ys), max(ys)
-    y0, y1 = (y0 - 0.05, y1 + 0.05) if y1 == y0 else (y0 - 0.1 * (y1 - y0), y1 + 0.1 * (y1 - y0))
-
-    def sx(x):
-        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad)
-
-    def sy(y):
-        return h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif">',
-        f'<text x="{w / 2}" y="24" text-anchor="middle" font-size="15">{title}</text>',
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#333"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#333"/>',
-        f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle" font-size="12">training rows</text>',
-    ]
-    for tick in range(5):
-        yv = y0 + (y1 - y0) * tick / 4
-        parts.append(
-            f'<text x="{pad - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="10">{yv:.3g}</text>'
-        )
-        xv = x0 + (x1 - x0) * tick / 4
-        parts.append(
-            f'<text x="{sx(xv):.1f}" y="{h - pad + 16}" text-anchor="middle" font-size="10">{xv:.0f}</text>'
-        )
-    for x, y, label in pts:
-        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="#2563eb"/>')
-        parts.append(f'<text x="{sx(x) + 8:.1f}" y="{sy(y) - 8:.1f}" font-size="11">{label}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return svg.lines({metric: sorted(pts)}, title, "training rows", metric, "efficiency", connect=False)

@@ -56,6 +56,10 @@ class Usage:
         return d
 
 
+def _scored_tokens(result: Any) -> int:
+    return len(result.logprobs or [])
+
+
 def _quiet_transformers() -> None:
     """Weight-loading progress bars and advisory warnings would bury the run's own progress."""
     try:
@@ -126,8 +130,11 @@ class Model:
             + completion * getattr(self.spec, "price_per_m_output", 0.0)
         ) / 1e6
 
-    def _cached(self, kind: str, requests: list[Any], run, encode, decode) -> list[Any]:
-        """Serve what the cache has, ask the backend for the rest, store the successes."""
+    def _cached(self, kind: str, requests: list[Any], run, encode, decode, count=None) -> list[Any]:
+        """Serve what the cache has, ask the backend for the rest, store the successes.
+
+        ``count(result)`` is the number of input tokens a fresh result cost (scored responses), added
+        to the usage and its price."""
         fp = self.backend.fingerprint
         keys = [CallCache.key(fp, kind, r) for r in requests]
         hits = self.cache.get_many(keys)
@@ -147,6 +154,10 @@ class Model:
             store = {}
             for i, result in zip(misses, fresh, strict=True):
                 out[i] = result
+                if count is not None:
+                    n = count(result)
+                    self.usage.prompt_tokens += n
+                    self.usage.cost += self._price(n, 0)
                 if getattr(result, "error", None) is None:
                     store[keys[i]] = encode(result)
             self.cache.put_many(store)
@@ -191,6 +202,7 @@ class Model:
             lambda rs: self.backend.logprobs([r["messages"] for r in rs], [r["response"] for r in rs]),
             lambda r: {"logprobs": r.logprobs},
             lambda d: LogprobResult(d["logprobs"]),
+            count=_scored_tokens,
         )
         self.usage.failed += sum(r.error is not None for r in results)
         return results
@@ -208,6 +220,7 @@ class Model:
             lambda rs: self.backend.text_logprobs([r["prefix"] for r in rs], [r["response"] for r in rs]),
             lambda r: {"logprobs": r.logprobs},
             lambda d: LogprobResult(d["logprobs"]),
+            count=_scored_tokens,
         )
         self.usage.failed += sum(r.error is not None for r in results)
         return results

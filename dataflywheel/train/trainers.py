@@ -81,6 +81,14 @@ def _common(s: TrainSettings, out: Path) -> dict[str, Any]:
     return args
 
 
+def _quiet(trainer):
+    """The engine shows its own progress; the per-step log dicts stay in the trainer state (losses)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def _save(trainer, tokenizer, out: Path) -> None:
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
@@ -117,7 +125,7 @@ def train_sft(base: str, conversations: list[list[dict]], out: Path, s: TrainSet
         processing_class=tok,
         peft_config=_peft(s),
     )
-    trainer.train()
+    _quiet(trainer).train()
     losses = _losses(trainer)
     _save(trainer, tok, out)
     return {"examples": len(feats), "steps": trainer.state.global_step, "losses": losses}
@@ -140,7 +148,7 @@ def train_dpo(base: str, pairs: list[dict], out: Path, s: TrainSettings) -> dict
         processing_class=tok,
         peft_config=_peft(s),
     )
-    trainer.train()
+    _quiet(trainer).train()
     stats = {
         "pairs": len(pairs),
         "steps": trainer.state.global_step,

@@ -44,3 +44,6 @@ def test_compare_trains_each_candidate_and_evaluates_all(tmp_path):
     svg = (tmp_path / "out" / "efficiency.svg").read_text()
     assert svg.startswith("<svg") and "large" in svg and "small" in svg
     assert "data efficiency" in result.output
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert 'data-chart="efficiency:nll"' in page and 'href="candidates/large/report.html"' in page
+    assert (tmp_path / "out" / "candidates" / "large" / "report.html").exists()
