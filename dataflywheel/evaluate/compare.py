@@ -36,6 +36,8 @@ class EvalSpec(_Strict):
     data: str = Field(description="held-out eval set with reference answers")
     limit: int | None = Field(None, ge=1, description="evaluate only the first rows")
     max_tokens: int = Field(256, ge=1, description="answer length for judged answers")
+    judge_max_tokens: int = Field(256, ge=1, description="length of the judge's reply")
+    judge_limit: int | None = Field(None, ge=1, description="judge only the first rows (default: limit)")
 
 
 class CompareSpec(_Strict):
@@ -87,8 +89,9 @@ def candidate_recipe(spec: CompareSpec, slug: str, data: str | None, base_dir: P
                     "model": evaluated,
                     "judge": "judge",
                     "data": eval_data,
-                    "limit": spec.eval.limit,
+                    "limit": spec.eval.judge_limit or spec.eval.limit,
                     "max_tokens": spec.eval.max_tokens,
+                    "judge_max_tokens": spec.eval.judge_max_tokens,
                 }
             }
         )
