@@ -34,6 +34,9 @@ def run(
     fresh: bool = typer.Option(False, help="recompute every step instead of reusing finished ones"),
     quiet: bool = typer.Option(False, help="no progress bars"),
     report: bool = typer.Option(True, help="write report.html in the run directory"),
+    executor: str | None = typer.Option(None, help="local or ray (default: the recipe's `executor`)"),
+    address: str | None = typer.Option(None, help='Ray cluster address ("auto", "ray://head:10001")'),
+    workers: int | None = typer.Option(None, help="Ray: parallel tasks or actors per step"),
 ) -> None:
     """Run a recipe: reuses finished steps and resumes an interrupted one."""
     from dataflywheel.engine.local import LocalExecutor
@@ -45,8 +48,17 @@ def run(
         _fail(RecipeError(problems, str(recipe)), 2)
     target = run_dir or Path("runs") / rec.name
     try:
-        executor = LocalExecutor(rec, ops, target, progress=not quiet and sys.stderr.isatty(), report=report)
-        result = executor.run(fresh=fresh)
+        kind = executor or ("ray" if address else rec.executor)
+        options = {"progress": not quiet and sys.stderr.isatty(), "report": report}
+        if kind == "ray":
+            from dataflywheel.engine.ray_executor import RayExecutor
+
+            runner = RayExecutor(rec, ops, target, address=address, workers=workers, **options)
+        elif kind == "local":
+            runner = LocalExecutor(rec, ops, target, **options)
+        else:
+            raise FlywheelError(f"--executor must be local or ray, got {kind!r}")
+        result = runner.run(fresh=fresh)
     except FlywheelError as e:
         _fail(e)
     console.print(summary_table(result))

@@ -88,3 +88,34 @@ def minilm():
     from dataflywheel.models.st import SentenceTransformersBackend
 
     return SentenceTransformersBackend("embedded:all-minilm-l6-v2", device="cpu")
+
+
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def shipped_runs(tmp_path_factory):
+    """Every shipped recipe run once through the CLI (the demo trains a model: share the result)."""
+    from typer.testing import CliRunner
+
+    from dataflywheel.cli import app
+
+    runner = CliRunner()
+    out = {}
+    for recipe in RECIPES:
+        run_dir = tmp_path_factory.mktemp(recipe.stem)
+        assert runner.invoke(app, ["validate", str(recipe)]).exit_code == 0
+        result = runner.invoke(app, ["run", str(recipe), "--run-dir", str(run_dir), "--quiet"])
+        out[recipe.stem] = (run_dir, result)
+    return out
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A local Ray instance with two CPUs (workers get this session's cache and model folders)."""
+    ray = pytest.importorskip("ray")
+    from dataflywheel.engine.ray_executor import init_ray
+
+    init_ray(workers=2)
+    yield ray
+    ray.shutdown()

@@ -13,18 +13,6 @@ runner = CliRunner()
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def shipped_runs(tmp_path_factory):
-    """Every shipped recipe run once through the CLI (the demo trains a model: share the result)."""
-    out = {}
-    for recipe in RECIPES:
-        run_dir = tmp_path_factory.mktemp(recipe.stem)
-        assert runner.invoke(app, ["validate", str(recipe)]).exit_code == 0
-        result = runner.invoke(app, ["run", str(recipe), "--run-dir", str(run_dir), "--quiet"])
-        out[recipe.stem] = (run_dir, result)
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_every_shipped_recipe_validates_and_runs(recipe, shipped_runs):

@@ -9,6 +9,7 @@ fingerprint: a rerun reuses finished steps, and an interrupted step resumes at i
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -245,56 +246,9 @@ class LocalExecutor:
         for k, shard in enumerate(inputs):
             if store.has_shard(k):
                 result.shards_reused += 1
-                task.advance()
-                continue
-            table = pq.read_table(shard)
-            size = op.batch_rows or max(table.num_rows, 1)
-            parts, drops = [], []
-            for offset in range(0, max(table.num_rows, 1), size):
-                batch = table.slice(offset, size)
-                out, dropped = self._apply(op, batch)
-                parts.append(out)
-                if dropped is not None:
-                    drops.append(dropped)
-            out_table = io.concat(parts) if len(parts) > 1 else parts[0]
-            store.write_shard(k, out_table, pa.concat_tables(drops) if drops else None)
+            else:
+                process_shard(op, shard, store, k)
             task.advance()
-
-    def _apply(self, op: Op, batch: pa.Table) -> tuple[pa.Table, pa.Table | None]:
-        step = op.ctx.step
-        if isinstance(op, Scorer):
-            cols = op.score(batch)
-            for name, values in cols.items():
-                arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
-                if len(arr) != batch.num_rows:
-                    raise FlywheelError(
-                        f"step {step} ({op.name}): scorer returned {len(arr)} values for "
-                        f"{batch.num_rows} rows in column '{name}'"
-                    )
-                i = batch.schema.get_field_index(name)
-                batch = batch.set_column(i, name, arr) if i >= 0 else batch.append_column(name, arr)
-            return batch, None
-        if isinstance(op, Mapper):
-            out = op.map(batch)
-            if out.num_rows != batch.num_rows:
-                raise FlywheelError(
-                    f"step {step} ({op.name}): a mapper must return as many rows as it got "
-                    f"({out.num_rows} != {batch.num_rows}); use a filter to drop rows"
-                )
-            return _note_changes(op.name, batch, out), None
-        decision = op.keep(batch)
-        keep = np.asarray(decision.keep, dtype=bool)
-        if keep.shape != (batch.num_rows,):
-            raise FlywheelError(
-                f"step {step} ({op.name}): keep() returned {keep.shape[0]} flags for {batch.num_rows} rows"
-            )
-        if keep.all():
-            return batch, None
-        gone = np.flatnonzero(~keep)
-        reasons = decision.reason
-        reasons = [reasons] * len(gone) if isinstance(reasons, str) else [reasons[i] or op.name for i in gone]
-        dropped = drop_rows(step, op.name, batch.take(gone).to_pylist(), reasons)
-        return batch.filter(pa.array(keep)), dropped
 
     def _select(self, op: Selector, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         counts = [pq.read_metadata(p).num_rows for p in inputs]
@@ -358,7 +312,7 @@ class LocalExecutor:
                 orjson.loads(stats_path.read_bytes()),
             )
         cols = list(dict.fromkeys([S.ID, *op.input_columns()]))
-        view = io.concat([pq.read_table(p, columns=cols) for p in inputs]) if inputs else pa.table({S.ID: []})
+        view = self._view(op, inputs, cols) if inputs else pa.table({S.ID: []})
         selection = op.select(view)
         indices = np.asarray(selection.indices, dtype=np.int64)
         if len(np.unique(indices)) != len(indices) or (
@@ -396,6 +350,14 @@ class LocalExecutor:
         store_stats = dict(selection.stats)
         atomic_write_json(stats_path, store_stats)
         return _Saved(indices, columns, dropped, reasons, details, store_stats)
+
+    def _view(self, op: Selector, inputs: list[Path], cols: list[str]) -> pa.Table:
+        """The selector's declared columns of every shard, with its per-shard features (threads: the
+        feature kernels release the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(len(inputs), os.cpu_count() or 1)) as pool:
+            return io.concat(list(pool.map(lambda p: shard_view(op, p, cols), inputs)))
 
     def _train(self, op: Trainer, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         """Train once (a finished checkpoint is never trained again), then pass the rows through."""
@@ -510,6 +472,67 @@ def write_report(run_dir: Path) -> Path | None:
     except Exception as e:  # the run's data and manifest are already complete
         print(f"warning: report.html was not written: {type(e).__name__}: {e}", file=sys.stderr)
         return None
+
+
+def process_shard(op: Op, shard: Path, store: StepStore, k: int) -> int:
+    """A row-wise op over one input shard, in batches of ``op.batch_rows``: writes output shard k and its
+    drop log (atomically) and returns the rows written. The unit of work of every executor."""
+    table = pq.read_table(shard)
+    size = op.batch_rows or max(table.num_rows, 1)
+    parts, drops = [], []
+    for offset in range(0, max(table.num_rows, 1), size):
+        out, dropped = apply_op(op, table.slice(offset, size))
+        parts.append(out)
+        if dropped is not None:
+            drops.append(dropped)
+    out_table = io.concat(parts) if len(parts) > 1 else parts[0]
+    store.write_shard(k, out_table, pa.concat_tables(drops) if drops else None)
+    return out_table.num_rows
+
+
+def shard_view(op: Selector, shard: Path, cols: list[str]) -> pa.Table:
+    """One shard's share of a selector's view: its declared columns plus its per-shard features."""
+    table = pq.read_table(shard, columns=cols)
+    extra = op.shard_features(table)
+    return _with_columns(table, pa.table(extra)) if extra else table
+
+
+def apply_op(op: Op, batch: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+    """A row-wise op on one batch: the rows out, and the drop-log records of the rows it dropped."""
+    step = op.ctx.step
+    if isinstance(op, Scorer):
+        cols = op.score(batch)
+        for name, values in cols.items():
+            arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+            if len(arr) != batch.num_rows:
+                raise FlywheelError(
+                    f"step {step} ({op.name}): scorer returned {len(arr)} values for "
+                    f"{batch.num_rows} rows in column '{name}'"
+                )
+            i = batch.schema.get_field_index(name)
+            batch = batch.set_column(i, name, arr) if i >= 0 else batch.append_column(name, arr)
+        return batch, None
+    if isinstance(op, Mapper):
+        out = op.map(batch)
+        if out.num_rows != batch.num_rows:
+            raise FlywheelError(
+                f"step {step} ({op.name}): a mapper must return as many rows as it got "
+                f"({out.num_rows} != {batch.num_rows}); use a filter to drop rows"
+            )
+        return _note_changes(op.name, batch, out), None
+    decision = op.keep(batch)
+    keep = np.asarray(decision.keep, dtype=bool)
+    if keep.shape != (batch.num_rows,):
+        raise FlywheelError(
+            f"step {step} ({op.name}): keep() returned {keep.shape[0]} flags for {batch.num_rows} rows"
+        )
+    if keep.all():
+        return batch, None
+    gone = np.flatnonzero(~keep)
+    reasons = decision.reason
+    reasons = [reasons] * len(gone) if isinstance(reasons, str) else [reasons[i] or op.name for i in gone]
+    dropped = drop_rows(step, op.name, batch.take(gone).to_pylist(), reasons)
+    return batch.filter(pa.array(keep)), dropped
 
 
 def _pass_through(inputs: list[Path], store: StepStore) -> None:

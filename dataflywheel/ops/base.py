@@ -197,6 +197,12 @@ class Selector(Op):
     def select(self, table: pa.Table) -> Selection:
         raise NotImplementedError
 
+    def shard_features(self, table: pa.Table) -> dict[str, Any] | None:
+        """Per-row work that needs nothing but the row itself (MinHash signatures, say), done shard by
+        shard before ``select``: executors run it in parallel (threads locally, tasks on Ray) and hand the
+        results to ``select`` as extra columns of its view. ``None``: nothing to precompute."""
+        return None
+
 
 class Generator(Op):
     """Makes new rows from seeds; each new row names its parents (ids) in ``parents``.

@@ -88,6 +88,18 @@ class StepSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RaySpec(_Strict):
+    """Where and how wide a recipe runs with ``executor: ray``."""
+
+    address: str | None = Field(
+        None, description='a running cluster ("auto", "ray://head:10001"); unset: start one on this machine'
+    )
+    workers: int | None = Field(
+        None, ge=1, description="parallel tasks or actors per step (default: all CPUs)"
+    )
+    gpus_per_model_actor: float = Field(0, ge=0, description="GPUs each model-backed actor reserves")
+
+
 class Recipe(_Strict):
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run directory")
@@ -99,7 +111,8 @@ class Recipe(_Strict):
     on_error: Literal["raise", "skip"] = Field("raise", description="bad input rows: stop, or log and skip")
     shard_size: int = Field(10_000, ge=1, description="rows per checkpointed shard")
     seed: int = Field(0, description="default seed of every seeded op")
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "ray"] = Field("local", description="run in this process, or on Ray")
+    ray: RaySpec = Field(default_factory=RaySpec)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 

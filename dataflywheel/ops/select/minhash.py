@@ -227,14 +227,41 @@ def near_duplicate_clusters(
     nonempty = np.zeros(n, dtype=bool)
 
     def work(s: int) -> None:  # bounded memory: tokens and shingles exist for one chunk at a time
-        tok, off = token_hashes(texts[s : s + chunk], unit)
-        sh, sh_off = shingle_hashes(tok, off, ngram)
-        sig[s : s + chunk] = signatures(sh, sh_off, num_perm, seed)
-        nonempty[s : s + chunk] = np.diff(sh_off) > 0
+        sig[s : s + chunk], nonempty[s : s + chunk] = signature_block(
+            texts[s : s + chunk], num_perm, ngram, unit, seed
+        )
 
     # NumPy and pyarrow release the GIL in their kernels, so chunks run in parallel on threads.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         list(pool.map(work, range(0, n, chunk)))
+    labels, info = clusters_from_signatures(
+        texts, sig, nonempty, threshold, ngram, unit, verify, recall_weight
+    )
+    return labels, sig, info
+
+
+def signature_block(
+    texts: list[str], num_perm: int, ngram: int, unit: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures of some texts and whether each had a shingle: each row depends only on its own
+    text, so blocks can be computed anywhere (threads, Ray tasks) and stacked."""
+    tok, off = token_hashes(texts, unit)
+    sh, sh_off = shingle_hashes(tok, off, ngram)
+    return signatures(sh, sh_off, num_perm, seed), np.diff(sh_off) > 0
+
+
+def clusters_from_signatures(
+    texts: list[str],
+    sig: np.ndarray,
+    nonempty: np.ndarray,
+    threshold: float,
+    ngram: int,
+    unit: str,
+    verify: str = "exact",
+    recall_weight: float = 0.95,
+) -> tuple[np.ndarray, dict]:
+    """The global step: LSH banding over all signatures, verification, connected components."""
+    n, num_perm = sig.shape
     bands, rows = optimal_bands(threshold, num_perm, 1.0 - recall_weight, recall_weight)
     pairs = candidate_pairs(band_keys(sig, bands, rows), nonempty)
     candidates = len(pairs)
@@ -245,8 +272,9 @@ def near_duplicate_clusters(
     elif verify not in ("exact", "signature", "none"):
         raise ValueError(f"verify must be exact, signature or none, got {verify!r}")
     labels = components(n, pairs)
-    return (
-        labels,
-        sig,
-        {"bands": bands, "rows_per_band": rows, "candidate_pairs": candidates, "verified_pairs": len(pairs)},
-    )
+    return labels, {
+        "bands": bands,
+        "rows_per_band": rows,
+        "candidate_pairs": candidates,
+        "verified_pairs": len(pairs),
+    }

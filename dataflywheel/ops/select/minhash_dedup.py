@@ -10,6 +10,9 @@ from dataflywheel.data import schema as S
 from dataflywheel.ops.base import OpParams, Selection, Selector
 from dataflywheel.ops.select import minhash, textview
 
+# Columns shard_features adds to the selector's view (never written to the output).
+SIGNATURE, NONEMPTY = "_minhash_signature", "_minhash_nonempty"
+
 
 class MinHashDedup(Selector):
     """Near-duplicate removal with MinHash LSH: one row is kept per cluster of near-duplicates.
@@ -52,18 +55,32 @@ class MinHashDedup(Selector):
     def output_columns(self) -> list[str]:
         return ["tag_minhash_cluster", "score_minhash_cluster_size"]
 
+    def shard_features(self, table: pa.Table) -> dict:
+        """Signatures depend on one row each: computed per shard, in parallel; banding stays global."""
+        p = self.params
+        sig, nonempty = minhash.signature_block(
+            textview.texts(table, p.field), p.num_perm, p.ngram, p.unit, p.seed
+        )
+        return {
+            SIGNATURE: pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel(), pa.uint32()), p.num_perm),
+            NONEMPTY: pa.array(nonempty, pa.bool_()),
+        }
+
     def select(self, table: pa.Table) -> Selection:
         p = self.params
-        labels, sig, info = minhash.near_duplicate_clusters(
-            textview.texts(table, p.field),
-            p.threshold,
-            p.num_perm,
-            p.ngram,
-            p.unit,
-            p.seed,
-            p.verify,
-            p.recall_weight,
-        )
+        texts = textview.texts(table, p.field)
+        if SIGNATURE in table.column_names:
+            col = table.column(SIGNATURE).combine_chunks()
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            sig = np.ascontiguousarray(flat, dtype=np.uint32).reshape(-1, p.num_perm)
+            nonempty = np.asarray(table.column(NONEMPTY).to_numpy(zero_copy_only=False), dtype=bool)
+            labels, info = minhash.clusters_from_signatures(
+                texts, sig, nonempty, p.threshold, p.ngram, p.unit, p.verify, p.recall_weight
+            )
+        else:
+            labels, sig, info = minhash.near_duplicate_clusters(
+                texts, p.threshold, p.num_perm, p.ngram, p.unit, p.seed, p.verify, p.recall_weight
+            )
         score = None
         if p.keep_best:
             score = np.asarray(table.column(p.keep_best).to_numpy(zero_copy_only=False), dtype=np.float64)
