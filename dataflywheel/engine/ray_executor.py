@@ -151,6 +151,12 @@ class RayExecutor(LocalExecutor):
             return self.workers
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
+    def _gpus(self, specs: dict) -> float:
+        """GPUs per model actor: the recipe's setting, else one when a model asks for a CUDA device."""
+        if self.gpus:
+            return self.gpus
+        return 1.0 if any(str(getattr(sp, "device", "")).startswith("cuda") for sp in specs.values()) else 0.0
+
     def _shards_dataset(self, pending: list[tuple[int, Path]]):
         import ray.data
 
@@ -178,7 +184,7 @@ class RayExecutor(LocalExecutor):
                 batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=1,
-                num_gpus=self.gpus or 0,
+                num_gpus=self._gpus(specs),
             )
         else:
             out = ds.map_batches(

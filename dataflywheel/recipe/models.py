@@ -97,7 +97,9 @@ class RaySpec(_Strict):
     workers: int | None = Field(
         None, ge=1, description="parallel tasks or actors per step (default: all CPUs)"
     )
-    gpus_per_model_actor: float = Field(0, ge=0, description="GPUs each model-backed actor reserves")
+    gpus_per_model_actor: float = Field(
+        0, ge=0, description="GPUs each model-backed actor reserves (0: one if its model asks for cuda)"
+    )
 
 
 class Recipe(_Strict):

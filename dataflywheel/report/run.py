@@ -168,6 +168,8 @@ def _embedding_map(steps: list[dict], final_ids: set[str] | None) -> dict | None
         part = table.take(pa.array(here))
         vectors.append(np.asarray(part.column(column).to_pylist(), dtype=np.float32))
         texts.extend(_row_text(r) for r in part.select(text_cols).to_pylist())
+    if not vectors:
+        return None
     x = np.concatenate(vectors)
     x = x - x.mean(axis=0)
     _, sing, vt = np.linalg.svd(x, full_matrices=False)
