@@ -191,3 +191,32 @@ class NeedsModel(Scorer):
 
     class Params(OpParams):
         model: str = ModelRef()
+
+
+def test_executor_settings_are_validated(tmp_path):
+    good = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: ok
+        inputs: [{path: pool.jsonl}]
+        executor: ray
+        ray: {address: auto, workers: 8, gpus_per_model_actor: 0.5}
+        steps: [{sample: {k: 2}}]
+    """,
+    )
+    assert problems_of(good) == []
+    assert load_recipe(good).ray.workers == 8
+    bad = recipe_file(
+        tmp_path,
+        """
+        version: 1
+        name: bad
+        inputs: [{path: pool.jsonl}]
+        executor: spark
+        ray: {workers: 0, nodes: 3}
+        steps: [{sample: {k: 2}}]
+    """,
+    )
+    keys = {p.key for p in validate_file(bad)[2]}
+    assert {"executor", "ray.workers", "ray.nodes"} <= keys, keys
