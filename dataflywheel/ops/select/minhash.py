@@ -259,11 +259,15 @@ def clusters_from_signatures(
     unit: str,
     verify: str = "exact",
     recall_weight: float = 0.95,
+    keys: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """The global step: LSH banding over all signatures, verification, connected components."""
+    """The global step: candidate pairs from the LSH band keys (computed here unless given, e.g. by
+    parallel shard tasks), verification, connected components."""
     n, num_perm = sig.shape
     bands, rows = optimal_bands(threshold, num_perm, 1.0 - recall_weight, recall_weight)
-    pairs = candidate_pairs(band_keys(sig, bands, rows), nonempty)
+    if keys is None:
+        keys = band_keys(sig, bands, rows)
+    pairs = candidate_pairs(keys, nonempty)
     candidates = len(pairs)
     if verify == "exact" and len(pairs):
         pairs = pairs[exact_jaccard(texts, pairs, unit, ngram) >= threshold]

@@ -11,7 +11,14 @@ from dataflywheel.ops.base import OpParams, Selection, Selector
 from dataflywheel.ops.select import minhash, textview
 
 # Columns shard_features adds to the selector's view (never written to the output).
-SIGNATURE, NONEMPTY = "_minhash_signature", "_minhash_nonempty"
+SIGNATURE, BAND_KEYS, NONEMPTY = "_minhash_signature", "_minhash_band_keys", "_minhash_nonempty"
+
+
+def _matrix(column: pa.ChunkedArray, dtype) -> np.ndarray:
+    """A fixed-size-list column as a (rows, width) array."""
+    col = column.combine_chunks()
+    flat = np.ascontiguousarray(col.flatten().to_numpy(zero_copy_only=False), dtype=dtype)
+    return flat.reshape(len(col), -1) if len(col) else flat.reshape(0, col.type.list_size)
 
 
 class MinHashDedup(Selector):
@@ -56,13 +63,17 @@ class MinHashDedup(Selector):
         return ["tag_minhash_cluster", "score_minhash_cluster_size"]
 
     def shard_features(self, table: pa.Table) -> dict:
-        """Signatures depend on one row each: computed per shard, in parallel; banding stays global."""
+        """Signatures and LSH band keys depend on one row each: computed per shard, in parallel. Grouping
+        the keys into candidate pairs and the connected components stay global (``select``)."""
         p = self.params
         sig, nonempty = minhash.signature_block(
             textview.texts(table, p.field), p.num_perm, p.ngram, p.unit, p.seed
         )
+        bands, rows = minhash.optimal_bands(p.threshold, p.num_perm, 1.0 - p.recall_weight, p.recall_weight)
+        keys = minhash.band_keys(sig, bands, rows)
         return {
             SIGNATURE: pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel(), pa.uint32()), p.num_perm),
+            BAND_KEYS: pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel(), pa.uint64()), bands),
             NONEMPTY: pa.array(nonempty, pa.bool_()),
         }
 
@@ -70,12 +81,11 @@ class MinHashDedup(Selector):
         p = self.params
         texts = textview.texts(table, p.field)
         if SIGNATURE in table.column_names:
-            col = table.column(SIGNATURE).combine_chunks()
-            flat = col.flatten().to_numpy(zero_copy_only=False)
-            sig = np.ascontiguousarray(flat, dtype=np.uint32).reshape(-1, p.num_perm)
+            sig = _matrix(table.column(SIGNATURE), np.uint32)
+            keys = _matrix(table.column(BAND_KEYS), np.uint64)
             nonempty = np.asarray(table.column(NONEMPTY).to_numpy(zero_copy_only=False), dtype=bool)
             labels, info = minhash.clusters_from_signatures(
-                texts, sig, nonempty, p.threshold, p.ngram, p.unit, p.verify, p.recall_weight
+                texts, sig, nonempty, p.threshold, p.ngram, p.unit, p.verify, p.recall_weight, keys
             )
         else:
             labels, sig, info = minhash.near_duplicate_clusters(

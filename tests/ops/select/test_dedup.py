@@ -96,6 +96,30 @@ def test_minhash_dedup_finds_injected_near_duplicates():
     assert sel.stats["clusters_with_duplicates"] == 20
 
 
+def test_minhash_shard_features_give_the_same_clusters_as_one_pass():
+    """Signatures and band keys computed shard by shard (as executors do) change nothing."""
+    rng = random.Random(2)
+    vocab = [f"w{i}" for i in range(500)]
+    base = [" ".join(rng.choice(vocab) for _ in range(40)) for _ in range(50)]
+    texts = base + [b.replace(b.split()[3], "changed", 1) for b in base[:15]]
+    rng.shuffle(texts)
+    whole = table(texts)
+    op = make("minhash_dedup", field="response", threshold=0.7)
+    direct = op.select(whole)
+    parts = []
+    for lo in range(0, whole.num_rows, 17):  # uneven shards
+        part = whole.slice(lo, 17)
+        extra = op.shard_features(part)
+        for name, values in extra.items():
+            part = part.append_column(name, values)
+        parts.append(part)
+    sharded = op.select(io.concat(parts))
+    assert sharded.indices.tolist() == direct.indices.tolist() and len(direct.indices) < len(texts)
+    assert sharded.details == direct.details and sharded.stats == direct.stats
+    for name in direct.columns:
+        assert sharded.columns[name].equals(direct.columns[name])
+
+
 def test_minhash_keep_best_and_char_shingles():
     texts = ["the cat sat on the mat today", "the cat sat on the mat today!", "dogs bark loudly at night"]
     sel = make("minhash_dedup", field="response", unit="char", ngram=3, keep_best="score_q").select(
