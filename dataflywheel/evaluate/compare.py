@@ -146,8 +146,10 @@ def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]
 
 
 def efficiency_svg(results: list[dict], metric: str, title: str) -> str:
-    """Quality against data size, one labelled point per candidate (a self-contained SVG)."""
+    """Quality against data size, one point per candidate (a self-contained SVG)."""
     from dataflywheel.report import svg
 
-    pts = [(r["rows"], r[metric], r["candidate"]) for r in results if r.get(metric) is not None]
-    return svg.lines({metric: sorted(pts)}, title, "training rows", metric, "efficiency", connect=False)
+    per = {
+        r["candidate"]: [(r["rows"], r[metric], r["candidate"])] for r in results if r.get(metric) is not None
+    }
+    return svg.lines(per, title, "training rows", metric, "efficiency", width=760, connect=False)

@@ -418,6 +418,20 @@ def _eval_section(d: dict) -> str:
     return html or "<p>This run has no training or evaluation step.</p>"
 
 
+def efficiency_chart(results: list[dict], key: str, title: str) -> str:
+    """Quality against data size: one colour per candidate, named in the legend (candidates often share a
+    size, so their points would hide each other's labels)."""
+    per = {
+        r["candidate"]: [(r["rows"], r[key], r["candidate"])]
+        for r in results
+        if isinstance(r.get(key), int | float)
+    }
+    if not per:
+        return ""
+    chart = svg.lines(per, title, "training rows", key, f"efficiency:{key}", width=760, connect=False)
+    return f'<figure class="plot">{chart}</figure>'
+
+
 def compare_html(results: list[dict], links: bool = False) -> str:
     """The data-efficiency table and its curves (NLL, and win rate when a judge ran)."""
     rows = []
@@ -430,13 +444,7 @@ def compare_html(results: list[dict], links: bool = False) -> str:
         )
     html = _table(["candidate", "training rows", "nll", "perplexity", "win rate", "win rate 95% CI"], rows)
     for key, better in (("nll", "lower"), ("win_rate", "higher")):
-        pts = [(r["rows"], r[key], r["candidate"]) for r in results if isinstance(r.get(key), int | float)]
-        if pts:
-            title = f"{key} against training rows ({better} is better)"
-            chart = svg.lines(
-                {key: sorted(pts)}, title, "training rows", key, f"efficiency:{key}", connect=False
-            )
-            html += f'<figure class="plot">{chart}</figure>'
+        html += efficiency_chart(results, key, f"{key} against training rows ({better} is better)")
     return html
 
 

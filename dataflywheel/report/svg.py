@@ -210,8 +210,20 @@ def lines(
         return _svg(width, height, [], 0, name)
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     span = (max(ys) - min(ys)) or abs(max(ys)) or 1
-    f = Frame(width, height, min(0, min(xs)), max(xs) * 1.08 or 1, min(ys) - 0.1 * span, max(ys) + 0.1 * span)
+    # Several series get a legend on the right; one series labels its points when they do not collide.
+    legend = len(series) > 1
+    right = 10 + 7 * max(len(k) for k in series) + 24 if legend else 16
+    f = Frame(
+        width,
+        height,
+        min(0, min(xs)),
+        max(xs) * 1.08 or 1,
+        min(ys) - 0.1 * span,
+        max(ys) + 0.1 * span,
+        right=right,
+    )
     body = f.axes(title, xlabel, ylabel)
+    label_points = not legend and len(pts) <= 12 and len({p[0] for p in pts}) == len(pts)
     marks = 0
     for k, (label, s) in enumerate(series.items()):
         color = PALETTE[k % len(PALETTE)]
@@ -223,16 +235,17 @@ def lines(
             body.append(f'<path class="mark" d="{d}" fill="none" stroke="{color}" stroke-width="1.6"/>')
             marks += 1
         for x, y, point_label in s:
-            tip = escape(f"{point_label}: {fmt(y)} at {fmt(x)}")
+            tip = escape(f"{point_label or label}: {fmt(y)} at {fmt(x)}")
             body.append(
-                f'<circle class="mark" cx="{f.sx(x):.1f}" cy="{f.sy(y):.1f}" r="4.5" fill="{color}">'
-                f"<title>{tip}</title></circle>"
+                f'<circle class="mark" cx="{f.sx(x):.1f}" cy="{f.sy(y):.1f}" r="4.5" fill="{color}" '
+                f'fill-opacity="0.85"><title>{tip}</title></circle>'
             )
-            if point_label and len(s) <= 12:
+            if point_label and label_points:
                 body.append(f'<text x="{f.sx(x) + 7:.1f}" y="{f.sy(y) - 7:.1f}">{escape(point_label)}</text>')
             marks += 1
-        if len(series) > 1:
+        if legend:
             body.append(
-                f'<text x="{width - 120}" y="{40 + 14 * k}" fill="{color}">&#9679; {escape(label)}</text>'
+                f'<text x="{width - right + 12}" y="{f.top + 12 + 14 * k}" fill="{color}">'
+                f"&#9679; {escape(label)}</text>"
             )
     return _svg(width, height, body, marks, name)
