@@ -21,9 +21,13 @@ yourselves""".split()
 )
 
 
-def ngram_repetition(items: list[str], n: int) -> float:
-    """Share of n-grams that occur more than once (Data-Juicer's word/char repetition ratio)."""
-    grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
+def ngram_repetition(items: list[str] | str, n: int) -> float:
+    """Share of n-grams that occur more than once (Data-Juicer's word/char repetition ratio). A string's
+    n-grams are its substrings (slicing a str is far cheaper than building tuples of characters)."""
+    if isinstance(items, str):
+        grams = [items[i : i + n] for i in range(len(items) - n + 1)]
+    else:
+        grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
     if not grams:
         return 0.0
     counts = Counter(grams)
@@ -56,14 +60,14 @@ class TextStats(SignalScorer):
     def measure(self, text: str, context: dict) -> dict[str, float]:
         words = WORD.findall(text.lower())
         chars = len(text)
-        alnum = sum(1 for c in text if c.isalnum())
-        special = sum(1 for c in text if not (c.isalnum() or c.isspace()))
+        alnum = sum(map(str.isalnum, text))  # no character is both alphanumeric and space
+        special = chars - alnum - sum(map(str.isspace, text))
         return {
             "chars": float(chars),
             "words": float(len(words)),
             "word_rep": ngram_repetition(words, self.params.word_ngram),
-            "char_rep": ngram_repetition(list(text), self.params.char_ngram),
+            "char_rep": ngram_repetition(text, self.params.char_ngram),
             "special_ratio": special / chars if chars else 0.0,
             "alnum_ratio": alnum / chars if chars else 0.0,
-            "stopword_ratio": sum(w in STOPWORDS for w in words) / len(words) if words else 0.0,
+            "stopword_ratio": sum(map(STOPWORDS.__contains__, words)) / len(words) if words else 0.0,
         }
