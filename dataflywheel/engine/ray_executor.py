@@ -60,7 +60,8 @@ def init_ray(address: str | None = None, workers: int | None = None) -> None:
 def _op_payload(op: Op) -> Op:
     """A fresh copy of the op with its parameters and context but no loaded state and no models: what a
     worker rebuilds its own op from."""
-    ctx = OpContext(seed=op.ctx.seed, step=op.ctx.step, iteration=op.ctx.iteration, base_dir=op.ctx.base_dir)
+    base = os.path.abspath(op.ctx.base_dir) if op.ctx.base_dir else None
+    ctx = OpContext(seed=op.ctx.seed, step=op.ctx.step, iteration=op.ctx.iteration, base_dir=base)
     return type(op)(op.params, ctx)
 
 
@@ -127,6 +128,7 @@ class RayExecutor(LocalExecutor):
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.run_dir = self.run_dir.resolve()  # workers do not share the driver's working directory
         spec = self.recipe.ray
         self.address = address if address is not None else spec.address
         self.workers = workers if workers is not None else spec.workers
