@@ -6,8 +6,10 @@ Pool: instruction-response pairs from AlpacaEval (805 instructions answered by 1
 GPT-4, plus text-davinci-003): mixed quality by construction. Held out: instructions that never appear in
 the pool, with GPT-4 Turbo's reference answers. SmolLM2-135M-Instruct is LoRA-trained with the same
 settings on the full pool, a random 10%, and each selector's 10%, then evaluated by the NLL of the reference
-answers and by pairwise judge win rate against the references (both orders; the judge is the embedded
-SmolLM2 on CPU, which calibration shows to be near chance: point `--judge-*` at a real judge on a GPU).
+answers and by pairwise judge win rate against the references (both orders). The default judge is the
+embedded SmolLM2, which does not produce the "[[A]]"/"[[B]]" verdict format (48 of 48 verdicts unparsed on
+the base model, so every pair ties): on CPU pass --no-judge, and give the compare spec a real judge (an
+OpenAI-compatible server or vLLM) for win rates.
 
 Selectors (each an ordinary recipe, so every run directory has its report.html):
   random_10     a seeded random 10%
