@@ -110,7 +110,7 @@ def candidate_recipe(spec: CompareSpec, slug: str, data: str | None, base_dir: P
 def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]:
     from dataflywheel.engine.local import LocalExecutor
     from dataflywheel.recipe.validate import validate_recipe
-    from dataflywheel.report.run import build_compare_report
+    from dataflywheel.report.run import build_compare_report, efficiency_svg
 
     spec = load_spec(path)
     base_dir = path.parent.resolve()
@@ -139,17 +139,7 @@ def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     (out_dir / "efficiency.svg").write_text(
-        efficiency_svg(results, "nll", "held-out response NLL (lower is better)")
+        efficiency_svg(results, "nll", "held-out response NLL (lower is better)", name="efficiency")
     )
     build_compare_report(out_dir, path.read_text(encoding="utf-8"), [dict(r) for r in results])
     return results
-
-
-def efficiency_svg(results: list[dict], metric: str, title: str) -> str:
-    """Quality against data size, one point per candidate (a self-contained SVG)."""
-    from dataflywheel.report import svg
-
-    per = {
-        r["candidate"]: [(r["rows"], r[metric], r["candidate"])] for r in results if r.get(metric) is not None
-    }
-    return svg.lines(per, title, "training rows", metric, "efficiency", width=760, connect=False)

@@ -49,7 +49,8 @@ def build_report(
 def collect(run_dir: Path) -> dict[str, Any]:
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
     recipe_path = run_dir / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.exists() else {}
+    recipe_yaml = recipe_path.read_text(encoding="utf-8") if recipe_path.exists() else ""
+    recipe = yaml.safe_load(recipe_yaml) if recipe_yaml else {}
     steps = manifest.get("steps", [])
     specs = recipe.get("steps") or []
     for s in steps:
@@ -61,7 +62,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     final_ids = _final_ids(data_steps[-1]) if data_steps else None
     return {
         "manifest": manifest,
-        "recipe_yaml": recipe_path.read_text(encoding="utf-8") if recipe_path.exists() else "",
+        "recipe_yaml": recipe_yaml,
         "steps": steps,
         "scores": _scores(data_steps, final_ids),
         "map": _embedding_map(data_steps, final_ids),
@@ -418,7 +419,7 @@ def _eval_section(d: dict) -> str:
     return html or "<p>This run has no training or evaluation step.</p>"
 
 
-def efficiency_chart(results: list[dict], key: str, title: str) -> str:
+def efficiency_svg(results: list[dict], key: str, title: str, name: str | None = None) -> str:
     """Quality against data size: one colour per candidate, named in the legend (candidates often share a
     size, so their points would hide each other's labels)."""
     per = {
@@ -426,10 +427,13 @@ def efficiency_chart(results: list[dict], key: str, title: str) -> str:
         for r in results
         if isinstance(r.get(key), int | float)
     }
-    if not per:
+    return svg.lines(per, title, "training rows", key, name or f"efficiency:{key}", width=760, connect=False)
+
+
+def efficiency_chart(results: list[dict], key: str, title: str) -> str:
+    if not any(isinstance(r.get(key), int | float) for r in results):
         return ""
-    chart = svg.lines(per, title, "training rows", key, f"efficiency:{key}", width=760, connect=False)
-    return f'<figure class="plot">{chart}</figure>'
+    return f'<figure class="plot">{efficiency_svg(results, key, title)}</figure>'
 
 
 def compare_html(results: list[dict], links: bool = False) -> str:
