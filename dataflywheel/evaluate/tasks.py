@@ -6,9 +6,15 @@ import re
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 GSM_FINAL = re.compile(r"(?:####|\bA:|answer is|answer:)\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
-LETTER = re.compile(
-    r"(?:answer(?: is)?|^)\s*[:\-]?\s*\(?([A-J])\)?(?:[.):\s]|$)", re.IGNORECASE | re.MULTILINE
+# lm-evaluation-harness's order for generated multiple-choice answers (MultiChoiceRegexFilter): an explicit
+# "the answer is (C)" first, then the text of one option, then a letter after a colon, then a lone letter.
+STATED = re.compile(
+    r"\b(?:answer|option|choice)\s*(?:is|would be|:|=)\s*(?:option\s*|choice\s*)?[:\s]*"
+    r"\(?((?-i:[A-J]))\)?(?![\w'])",
+    re.IGNORECASE,
 )
+AFTER_COLON = re.compile(r":\s*\(?([A-J])(?:\)|[.,](?:\s|$)|\s*$)", re.MULTILINE)
+LONE = re.compile(r"^\s*[\(\[]?([A-J])(?:[\)\]]|[.:](?:\s|$)|\s*$)", re.MULTILINE)
 
 
 def _number(text: str) -> float | None:
@@ -35,12 +41,30 @@ def gsm8k_correct(prediction: str | None, reference: str) -> bool:
     return want is not None and got is not None and abs(want - got) < 1e-6
 
 
-def choice_letter(text: str | None, letters: str = "ABCD") -> str | None:
-    """The chosen option letter: "Answer: B", "(C)", "D." or a bare letter on a line."""
-    if not text:
+def choice_letter(text: str | None, letters: str = "ABCD", options: list[str] | None = None) -> str | None:
+    """The chosen option letter, or None when the text names none (recorded as unparsed, never guessed).
+
+    Tried in order: a stated answer ("The answer is (B)", "The correct option is C.", "Answer: D"); the
+    text of exactly one of ``options`` appearing in the reply; a letter right after a colon; a lone
+    letter opening a line ("C", "(C) because", "D. Paris"). A sentence that merely starts with the word
+    "A" is not an answer.
+    """
+    if not text or not text.strip():
         return None
-    for m in LETTER.finditer(text.strip()):
-        letter = m.group(1).upper()
-        if letter in letters:
-            return letter
+    for m in STATED.finditer(text):
+        if m.group(1).upper() in letters:
+            return m.group(1).upper()
+    if options:
+        low = text.lower()
+        hits = {
+            letters[i]
+            for i, o in enumerate(options[: len(letters)])
+            if o.strip() and o.strip().lower() in low
+        }
+        if len(hits) == 1:
+            return hits.pop()
+    for pattern in (AFTER_COLON, LONE):
+        for m in pattern.finditer(text):
+            if m.group(1) in letters:
+                return m.group(1)
     return None

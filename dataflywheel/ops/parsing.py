@@ -19,7 +19,7 @@ def parse_score(text: str | None, low: float, high: float) -> float | None:
     "8 out of 10", scaled to the range when the denominator differs); "Score: k" anywhere. Values out
     of range are rejected.
     """
-    if not text:
+    if not text or not text.strip():
         return None
     candidates = []
     m = BRACKETED.search(text)
@@ -45,7 +45,7 @@ def parse_score(text: str | None, low: float, high: float) -> float | None:
 
 def parse_verdict(text: str | None) -> str | None:
     """A pairwise verdict: "A", "B" or "C" (tie) from "[[A]]"-style markers."""
-    if not text:
+    if not text or not text.strip():
         return None
     m = VERDICT.search(text)
     return m.group(1) if m else None

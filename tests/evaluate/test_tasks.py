@@ -39,10 +39,23 @@ def test_gsm8k_reference_answers_parse(shared_data):
         ("D. Paris", "D"),
         ("The answer is A.", "A"),
         ("I think so", None),
+        ("The correct option is C.", "C"),
+        ("So the answer would be option D, since it is larger.", "D"),
+        ("After thinking, my choice: (B)", "B"),
+        ("A dog is a mammal, so it breathes air.", None),
+        ("Note: A bird can fly.", None),
+        ("the answer is a dog", None),
+        ("   ", None),
     ],
 )
 def test_choice_letter(text, want):
     assert choice_letter(text) == want
+
+
+def test_choice_letter_reads_the_text_of_one_option():
+    options = ["Berlin", "Paris", "Rome", "Madrid"]
+    assert choice_letter("It is Paris, the capital of France.", options=options) == "B"
+    assert choice_letter("Paris or Rome, I am not sure.", options=options) is None
 
 
 def test_bootstrap_ci_covers_the_mean():

@@ -19,6 +19,7 @@ from dataflywheel.ops.parsing import parse_score, parse_verdict
         ("I would rate it highly.", None),
         ("7\nout of range", None),
         ("", None),
+        ("   \n\t ", None),
         (None, None),
     ],
 )
@@ -30,3 +31,4 @@ def test_parse_verdict():
     assert parse_verdict("After comparing, [[B]] is better.") == "B"
     assert parse_verdict("tie [[C]]") == "C"
     assert parse_verdict("no verdict") is None
+    assert parse_verdict(" \n ") is None

@@ -77,12 +77,16 @@ class CluesSelect(Selector):
         sample_score = np.zeros(len(valid))
         anchor_score = np.zeros(len(anchors))
         for ck in checkpoints:
+            # The target direction is the anchors' plain mean gradient; samples and anchors are then
+            # scored the same way (both Adam directions with `adam`), so the anchors' threshold and the
+            # samples' scores live on one scale.
             g_anchor = self._grads(lg, anchors, ck, seed, False)
             mean_anchor = g_anchor.mean(axis=0)
             sample_score += ck.lr * (
                 self._grads(lg, [pool[i] for i in valid], ck, seed, p.adam) @ mean_anchor
             )
-            anchor_score += ck.lr * (g_anchor @ mean_anchor)
+            scored_anchor = self._grads(lg, anchors, ck, seed, True) if p.adam else g_anchor
+            anchor_score += ck.lr * (scored_anchor @ mean_anchor)
         sample_score /= len(checkpoints)
         anchor_score /= len(checkpoints)
         if p.rule == "ratio":

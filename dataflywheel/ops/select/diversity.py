@@ -18,8 +18,9 @@ def matrix(table: pa.Table, column: str) -> np.ndarray:
 def kcenter_greedy(x: np.ndarray, k: int, first: int = 0, block: int = 65_536) -> np.ndarray:
     """Farthest-first traversal (Gonzalez 1985): each pick is the row farthest (in L2) from all picks so far.
 
-    Squared distances come from ||x||^2 - 2 x.c + ||c||^2, one matrix-vector product per pick, so the
-    matrix is read once per pick and no (n, d) temporary is ever made.
+    Picks are distinct rows even when rows repeat (after every distinct point is taken, the remaining
+    duplicates follow in position order). Squared distances come from ||x||^2 - 2 x.c + ||c||^2, one
+    matrix-vector product per pick, so the matrix is read once per pick and no (n, d) temporary is ever made.
     """
     n = x.shape[0]
     k = min(k, n)
@@ -33,6 +34,7 @@ def kcenter_greedy(x: np.ndarray, k: int, first: int = 0, block: int = 65_536) -
         c = x[picks[t - 1]]
         d = norms - 2.0 * (x @ c) + norms[picks[t - 1]]
         np.minimum(best, d, out=best)
+        best[picks[t - 1]] = -np.inf  # never again: with duplicated rows every distance can reach 0
         if t == k:
             break
         picks[t] = int(np.argmax(best))

@@ -5,7 +5,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from dataflywheel.ops.select.signals import SignalParams, SignalScorer
+from dataflywheel.ops.select.signals import Aggregate, SignalParams, SignalScorer
 
 # Phrasings of canned refusals and disclaimers (written for this project).
 PATTERNS = [
@@ -25,7 +25,9 @@ class Refusal(SignalScorer):
     ("As an AI language model, I cannot ..."), else 0.0. Multi-turn: the largest value over the turns."""
 
     class Params(SignalParams):
-        aggregate: str = Field("max", description="how the turns combine (max: any refusing turn counts)")
+        aggregate: Aggregate = Field(
+            "max", description="how the turns combine (max: any refusing turn counts)"
+        )
         extra_patterns: list[str] = Field([], description="more regular expressions (case-insensitive)")
 
     signals: ClassVar[tuple[str, ...]] = ("refusal",)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
@@ -14,9 +16,11 @@ class SemDedup(Selector):
     """Semantic deduplication (SemDeDup, Abbas et al. 2023): k-means over embeddings, then inside each
     cluster every pair with cosine similarity >= ``threshold`` is a duplicate.
 
-    Rows in a cluster are ranked (nearest the centroid first, or best ``keep_best`` first); a row is
-    dropped when a higher-ranked row of its cluster is at least ``threshold`` similar, and its kept
-    duplicate is named in the drop log. Embeddings are L2-normalised here, so cosine = dot product.
+    Rows in a cluster are ranked, and a row is dropped when a higher-ranked row of its cluster is at
+    least ``threshold`` similar; its kept duplicate is named in the drop log. The ranking follows the
+    paper's default: farthest from the centroid first (``keep: farthest``, the "hard" prototypes the
+    SemDeDup code keeps), or ``nearest``; ``keep_best`` ranks by a score column instead. Embeddings are
+    L2-normalised here, so cosine = dot product.
     """
 
     class Params(OpParams):
@@ -25,6 +29,9 @@ class SemDedup(Selector):
             0.95, gt=0, le=1, description="cosine similarity at which rows are duplicates"
         )
         n_clusters: int = Field(100, ge=1, description="k-means clusters (SemDeDup: about n / 1000 or more)")
+        keep: Literal["farthest", "nearest"] = Field(
+            "farthest", description="which duplicate survives: farthest from the centroid (paper), or nearest"
+        )
         keep_best: str | None = Field(None, description="score column: keep the best of duplicates")
         seed: int | None = Field(None, description="k-means seed; the recipe's seed when unset")
 
@@ -50,7 +57,8 @@ class SemDedup(Selector):
             if score is not None:
                 rank = rows[np.lexsort((rows, -np.nan_to_num(score[rows], nan=-np.inf)))]
             else:
-                rank = rows[np.argsort(-(x[rows] @ centroids[c]), kind="stable")]
+                closeness = x[rows] @ centroids[c]  # cosine to the centroid: larger is nearer
+                rank = rows[np.argsort(closeness if p.keep == "farthest" else -closeness, kind="stable")]
             sims = x[rank] @ x[rank].T
             np.fill_diagonal(sims, -1.0)
             sims = np.triu(sims, k=1)  # only higher-ranked rows (earlier in `rank`) can absorb a row

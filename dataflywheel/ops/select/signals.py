@@ -27,13 +27,14 @@ AGGREGATES: dict[str, Callable[[list[float]], float]] = {
 }
 
 
+Aggregate = Literal["mean", "min", "max", "sum", "last"]
+
+
 class SignalParams(OpParams):
     fields: list[Literal["instruction", "response", "conversation"]] = Field(
         ["response"], min_length=1, description="texts to score: instruction, response, conversation"
     )
-    aggregate: Literal["mean", "min", "max", "sum", "last"] = Field(
-        "mean", description="how the turns of a multi-turn conversation combine"
-    )
+    aggregate: Aggregate = Field("mean", description="how the turns of a multi-turn conversation combine")
 
 
 def turns(messages: list[dict], field: str) -> list[str]:

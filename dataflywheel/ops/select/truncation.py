@@ -5,7 +5,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from dataflywheel.ops.select.signals import SignalParams, SignalScorer
+from dataflywheel.ops.select.signals import Aggregate, SignalParams, SignalScorer
 
 CLOSERS = tuple(".!?…\"'”’)]}>`*;") + ("。", "！", "？")
 DANGLING = frozenset(
@@ -42,7 +42,9 @@ class Truncation(SignalScorer):
     colon or comma), else 0.0. Short answers ("Paris") and code are not flagged. Multi-turn: any turn."""
 
     class Params(SignalParams):
-        aggregate: str = Field("max", description="how the turns combine (max: any truncated turn counts)")
+        aggregate: Aggregate = Field(
+            "max", description="how the turns combine (max: any truncated turn counts)"
+        )
         min_words: int = Field(8, ge=1, description="texts shorter than this may end without punctuation")
 
     signals: ClassVar[tuple[str, ...]] = ("truncated",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import ClassVar
 
 import numpy as np
 import orjson
@@ -60,3 +61,71 @@ def test_clues_scores_corrupted_answers_lower(tmp_path, shared_data):
     clean_kept = sum(not r["corrupt"] for r in kept)
     assert clean_kept >= 7, [r["corrupt"] for r in kept]  # chance: 5 of 10
     assert np.isfinite([r["score_clues"] for r in kept]).all()
+
+
+class _ScriptedGradients:
+    """Stands in for the LoRA copy: each example's gradient is a fixed vector (its `messages` text names
+    it), and the one checkpoint's Adam moments make Adam directions ~1000x larger than plain gradients."""
+
+    VECTORS: ClassVar[dict[str, list[float]]] = {
+        "anchor": [1.0, 0.0, 0.0],
+        "good": [1.0, 0.2, 0.0],
+        "weak": [3e-3, 0.0, 0.0],  # plain score 0.003, Adam score ~1.76: between the two anchor scales
+        "bad": [-1.0, 0.1, 0.3],
+    }
+
+    def __init__(self):
+        from dataflywheel.ops.select.gradients import Checkpoint
+
+        self.checkpoint = Checkpoint(
+            lora={}, exp_avg={"w": np.zeros(3)}, exp_avg_sq={"w": np.full(3, 1e-8)}, lr=1.0
+        )
+        self.n_params = 3
+
+    def example(self, messages):
+        return messages[-1]["content"].split()[0]
+
+    def warmup(self, examples, epochs, lr, batch_size):
+        return [self.checkpoint]
+
+    def per_sample_grads(self, examples, lora, batch_size):
+        return np.array([self.VECTORS[e] for e in examples])
+
+    def flat(self, state):
+        return state["w"]
+
+
+@pytest.mark.parametrize("adam", [False, True])
+def test_clues_anchor_percentile_threshold_is_on_the_samples_scale(tmp_path, monkeypatch, adam):
+    from dataflywheel.data import io
+    from dataflywheel.ops import registry
+    from dataflywheel.ops.base import OpContext
+    from dataflywheel.ops.select import gradients as G
+
+    fake = _ScriptedGradients()
+    monkeypatch.setattr(
+        G, "lora_for_op", lambda op, table, dropout, seed: (fake, pool, list(range(len(pool))))
+    )
+
+    def row(kind, i):
+        return {
+            "messages": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"{kind} {i}"},
+            ]
+        }
+
+    pool = ["anchor", "good", "bad", "anchor", "weak", "good", "bad"]
+    table = io.rows_to_table([row(k, i) for i, k in enumerate(pool)])
+    (tmp_path / "anchor.jsonl").write_text(
+        "".join(orjson.dumps(row("anchor", 100 + i)).decode() + "\n" for i in range(3))
+    )
+    op = registry.get("clues")(
+        {"model": "m", "anchor": "anchor.jsonl", "adam": adam}, OpContext(base_dir=str(tmp_path))
+    )
+    sel = op.select(table)
+    # default rule: keep samples scoring at least the anchors' 10th percentile. The anchor copies score
+    # exactly what the anchors score and `good` as much; `bad` (opposed) and `weak` less - on the Adam
+    # scale too, where a threshold from plain anchor gradients (1.0) would let `weak` (1.76) through.
+    assert sorted(sel.indices.tolist()) == [0, 1, 3, 5]
+    assert sel.stats["threshold"] == pytest.approx(sel.columns["score_clues"].to_pylist()[0])

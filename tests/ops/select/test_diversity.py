@@ -105,3 +105,30 @@ def test_semdedup_drops_near_copies_and_keeps_the_rest():
 def test_budget_must_be_given_once(name):
     with pytest.raises(Exception, match="exactly one of k or fraction"):
         make(name)
+
+
+def test_semdedup_keeps_the_duplicate_farthest_from_the_centroid_by_default():
+    # one cluster: a tight group around the centroid, and a pair of near-duplicates at different
+    # distances from it; the paper keeps the farther one ("hard" prototype), `keep: nearest` the other
+    rng = np.random.default_rng(5)
+    centre = np.zeros(16, dtype=np.float32)
+    centre[0] = 1.0
+    group = centre + 0.3 * rng.normal(size=(20, 16)).astype(np.float32)
+    near = centre.copy()
+    near[1] = 0.9  # cosine to the centre ~0.74
+    far = centre.copy()
+    far[1] = 0.98  # cosine ~0.71: farther, and ~0.999 similar to `near`
+    x = np.concatenate([group, near[None], far[None]]).astype(np.float32)
+    default = make("semdedup", threshold=0.99, n_clusters=1).select(emb_table(x))
+    assert 21 in default.indices and 20 not in default.indices
+    nearest = make("semdedup", threshold=0.99, n_clusters=1, keep="nearest").select(emb_table(x))
+    assert 20 in nearest.indices and 21 not in nearest.indices
+
+
+def test_kcenter_picks_distinct_rows_when_embeddings_repeat():
+    x = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # 12 rows, 3 distinct points
+    picks = kcenter_greedy(x, 7, 0)
+    assert len(set(picks.tolist())) == 7
+    assert sorted({int(i) // 4 for i in picks[:3]}) == [0, 1, 2]  # the 3 distinct points come first
+    sel = make("kcenter_select", k=7, first=0).select(emb_table(x))
+    assert len(np.unique(sel.indices)) == 7

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from dataflywheel.data import io
 from dataflywheel.ops import registry
@@ -110,3 +111,10 @@ def test_heuristics_catch_the_example_pool_defects():
 def test_token_length_with_the_embedded_tokenizer(smollm2):
     out = score("token_length", [conv("q", "Hello world, this is a test.")])
     assert out["score_response_tokens"] == [float(len(smollm2.encode("Hello world, this is a test.")))]
+
+
+@pytest.mark.parametrize("op", ["refusal", "truncation"])
+def test_an_unknown_aggregate_is_refused_when_the_op_is_built(op):
+    with pytest.raises(ValidationError, match="aggregate"):
+        registry.get(op)({"aggregate": "median"})
+    assert registry.get(op)({"aggregate": "mean"}).params.aggregate == "mean"
