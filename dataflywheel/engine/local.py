@@ -437,6 +437,9 @@ class LocalExecutor:
         result.dropped = store.drop_reasons()
         result.rows_in = rows_in if rows_in is not None else result.rows_out + sum(result.dropped.values())
         result.seconds = round(time.perf_counter() - start, 3)
+        op_counts = store.op_counts()
+        if op_counts:  # e.g. an LLM op's requests, failures and unparsed replies, over every shard
+            result.stats["counts"] = op_counts
         result.status = "resumed" if result.shards_reused else "computed"
         if models:  # tokens, time, cost and failures of this step's model calls
             result.stats["models"] = {n: m.usage.minus(usage_before[n]).as_dict() for n, m in models.items()}
@@ -479,6 +482,7 @@ def process_shard(op: Op, shard: Path, store: StepStore, k: int) -> int:
     drop log (atomically) and returns the rows written. The unit of work of every executor."""
     table = pq.read_table(shard)
     size = op.batch_rows or max(table.num_rows, 1)
+    op.stats.clear()
     parts, drops = [], []
     for offset in range(0, max(table.num_rows, 1), size):
         out, dropped = apply_op(op, table.slice(offset, size))
@@ -486,7 +490,7 @@ def process_shard(op: Op, shard: Path, store: StepStore, k: int) -> int:
         if dropped is not None:
             drops.append(dropped)
     out_table = io.concat(parts) if len(parts) > 1 else parts[0]
-    store.write_shard(k, out_table, pa.concat_tables(drops) if drops else None)
+    store.write_shard(k, out_table, pa.concat_tables(drops) if drops else None, dict(op.stats))
     return out_table.num_rows
 
 

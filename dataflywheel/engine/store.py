@@ -4,6 +4,7 @@ Layout of one step folder::
 
     shard-00000.parquet    output rows of input shard 0 (written last, so its presence means done)
     drops-00000.parquet    rows that shard dropped, with op and reason (written before the shard)
+    stats-00000.json       the op's counts for that shard (requests, unparsed replies, ...), if any
     _done.json             the step is complete; holds its statistics
 
 A shard is written to a temporary name and renamed, so a killed run leaves either a whole shard or none.
@@ -86,12 +87,30 @@ class StepStore:
     def has_shard(self, k: int) -> bool:
         return self.shard_path(k).exists()
 
-    def write_shard(self, k: int, table: pa.Table, drops: pa.Table | None = None) -> None:
+    def stats_path(self, k: int) -> Path:
+        return self.path / f"stats-{k:05d}.json"
+
+    def write_shard(
+        self, k: int, table: pa.Table, drops: pa.Table | None = None, stats: dict | None = None
+    ) -> None:
+        """Shard k with its drop log and the op's counts for it; the shard itself is written last."""
         if drops is not None and drops.num_rows:
             write_table(self.drops_path(k), drops)
         elif self.drops_path(k).exists():
             os.remove(self.drops_path(k))
+        if stats:
+            atomic_write_json(self.stats_path(k), stats)
+        elif self.stats_path(k).exists():
+            os.remove(self.stats_path(k))
         write_table(self.shard_path(k), table)
+
+    def op_counts(self) -> dict[str, int]:
+        """The op's counts (requests, unparsed replies, ...) summed over the finished shards."""
+        total: Counter = Counter()
+        for f in sorted(self.path.glob("stats-*.json")):
+            if self.shard_path(int(f.stem.split("-")[1])).exists():
+                total.update(orjson.loads(f.read_bytes()))
+        return dict(sorted(total.items()))
 
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("shard-*.parquet"))

@@ -36,7 +36,7 @@ class EvalSpec(_Strict):
     data: str = Field(description="held-out eval set with reference answers")
     limit: int | None = Field(None, ge=1, description="evaluate only the first rows")
     max_tokens: int = Field(256, ge=1, description="answer length for judged answers")
-    judge_max_tokens: int = Field(256, ge=1, description="length of the judge's reply")
+    judge_max_tokens: int = Field(2048, ge=1, description="length of the judge's reply (MT-Bench: 2048)")
     judge_limit: int | None = Field(None, ge=1, description="judge only the first rows (default: limit)")
 
 
@@ -133,6 +133,8 @@ def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]
                 "perplexity": metrics.get("perplexity"),
                 "win_rate": metrics.get("win_rate"),
                 "win_rate_ci95": metrics.get("ci95"),
+                "judged": metrics.get("judged"),
+                "unparsed_verdicts": metrics.get("unparsed_verdicts"),
                 "run": str(run.run_dir),
             }
         )

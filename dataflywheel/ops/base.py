@@ -18,6 +18,7 @@ Trainer, Evaluator and Loop kinds take the same shape (Params, declared IO, one 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,9 @@ class Op:
         else:
             self.params = self.Params.model_validate({**(params or {}), **kwargs})
         self.ctx = ctx or OpContext()
+        # Counts an op keeps while it works (requests, unparsed replies, ...): the engine saves them with
+        # each output shard and sums them into the step's stats, so a resumed or distributed step adds up.
+        self.stats: Counter = Counter()
 
     # -- declared IO: override when they depend on parameters
     def input_columns(self) -> list[str]:

@@ -49,3 +49,15 @@ def parse_verdict(text: str | None) -> str | None:
         return None
     m = VERDICT.search(text)
     return m.group(1) if m else None
+
+
+def expected_score(logprobs: list[float], values: list[float]) -> float | None:
+    """sum_k v_k p_k with p renormalised over the options (DEITA's and AlpaGasus's expected scores);
+    None when the model gives none of the options a finite log-probability (recorded as unparsed)."""
+    import numpy as np
+
+    lp = np.asarray(logprobs, dtype=np.float64)
+    if not np.isfinite(lp).any():
+        return None
+    p = np.exp(lp - lp.max())
+    return float(np.dot(p / p.sum(), np.asarray(values, dtype=np.float64)))

@@ -12,13 +12,13 @@ import torch
 from dataflywheel.data import io
 from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.engine.runinfo import load_manifest
-from dataflywheel.models.base import Backend, ChatResult, Completion
 from dataflywheel.models.client import Model
 from dataflywheel.ops import registry
 from dataflywheel.ops.base import OpContext
 from dataflywheel.ops.evaluate.judge import pairwise_outcome
 from dataflywheel.recipe.models import ModelSpec
 from dataflywheel.recipe.validate import validate_file
+from tests.fakes import ScriptedBackend, context
 
 
 @pytest.mark.parametrize(
@@ -29,58 +29,86 @@ from dataflywheel.recipe.validate import validate_file
         ("A", "A", "tie"),
         ("B", "B", "tie"),
         ("C", "B", "tie"),
-        (None, "B", "tie"),
     ],
 )
 def test_pairwise_outcome_needs_both_orders(first, second, want):
     assert pairwise_outcome(first, second) == want
 
 
-class Scripted(Backend):
-    """Control flow only: the candidate answers "GOOD <q>"; the judge prefers whichever answer says GOOD,
-    or always says [[A]] when `biased` (pure position bias)."""
-
-    capabilities = frozenset({"chat"})
-
-    def __init__(self, biased=False):
-        self.biased = biased
-
-    @property
-    def fingerprint(self):
-        return f"scripted-{self.biased}"
-
-    def chat(self, conversations, sampling):
-        out = []
-        for c in conversations:
-            text = c[-1]["content"]
-            if "Answer A:" in text:
-                a = text.split("Answer A:")[1].split("Answer B:")[0]
-                verdict = "[[A]]" if self.biased or "GOOD" in a else "[[B]]"
-                out.append(ChatResult([Completion(f"Because. {verdict}", "stop", 3)], 5))
-            else:
-                out.append(ChatResult([Completion(f"GOOD {text}", "stop", 3)], 5))
-        return out
+def candidate_says_good(conv):
+    return "GOOD " + conv[-1]["content"]
 
 
-def judge_op(tmp_path, biased):
+def prefers_good(conv):
+    """A fair judge: whichever answer says GOOD wins."""
+    text = conv[-1]["content"]
+    a = text.split("Answer A:")[1].split("Answer B:")[0]
+    return "Because. [[A]]" if "GOOD" in a else "Because. [[B]]"
+
+
+def judge_op(tmp_path, judge_reply, candidate=candidate_says_good, **params):
     rows = [{"instruction": f"q{i}", "output": f"reference {i}"} for i in range(6)]
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = ModelSpec(backend="openai", model="x", base_url="http://127.0.0.1:1/v1", cache="off")
-    models = {
-        "cand": Model("cand", spec, backend=Scripted()),
-        "judge": Model("judge", spec, backend=Scripted(biased)),
-    }
-    return registry.get("eval_judge")(
-        {"model": "cand", "judge": "judge", "data": "eval.jsonl"},
-        OpContext(models=models, base_dir=str(tmp_path)),
-    )
+    judge = ScriptedBackend(default=judge_reply)
+    ctx = context(cand=ScriptedBackend(default=candidate), judge=judge)
+    ctx.base_dir = str(tmp_path)
+    op = registry.get("eval_judge")({"model": "cand", "judge": "judge", "data": "eval.jsonl", **params}, ctx)
+    return op, judge
 
 
 def test_win_rate_and_position_bias(tmp_path):
-    fair = judge_op(tmp_path, biased=False).evaluate()
+    fair = judge_op(tmp_path, prefers_good)[0].evaluate()
     assert fair["win_rate"] == 1.0 and fair["wins"] == 6 and fair["unparsed_verdicts"] == 0
-    biased = judge_op(tmp_path, biased=True).evaluate()  # always "A": inconsistent, so every pair ties
-    assert biased["win_rate"] == 0.5 and biased["ties"] == 6
+    biased = judge_op(tmp_path, "[[A]]")[0].evaluate()  # always "A": inconsistent, so every pair ties
+    assert biased["win_rate"] == 0.5 and biased["ties"] == 6 and biased["judged"] == 6
+
+
+def test_a_missing_verdict_is_excluded_and_counted_never_a_tie(tmp_path):
+    def fair_but_silent_on_q0_q1(conv):
+        text = conv[-1]["content"]
+        return (
+            "I cannot decide."
+            if "q0" in text or ("q1" in text and "Answer A:\nreference" in text)
+            else prefers_good(conv)
+        )
+
+    got = judge_op(tmp_path, fair_but_silent_on_q0_q1)[0].evaluate()
+    # q0: both orders unparsed; q1: one order unparsed -> both pairs excluded, the other four are wins
+    assert got["unparsed_verdicts"] == 3 and got["judged"] == 4 and got["excluded"] == 2
+    assert got["wins"] == 4 and got["ties"] == 0 and got["win_rate"] == 1.0
+
+
+def test_failed_candidate_answers_are_excluded(tmp_path):
+    got = judge_op(tmp_path, prefers_good, candidate=lambda c: None if "q5" in c[-1]["content"] else "GOOD")[
+        0
+    ].evaluate()
+    assert got["failed_answers"] == 1 and got["judged"] == 5 and got["wins"] == 5
+
+
+def test_judge_decodes_greedily_with_mt_bench_budget(tmp_path):
+    op, _ = judge_op(tmp_path, prefers_good)
+    assert op.sampling().max_tokens == 2048 and op.sampling().temperature == 0
+
+
+def test_reference_guided_single_grading_shows_the_reference(tmp_path):
+    op, judge = judge_op(
+        tmp_path, "Matches the reference. Grade: [[8]]", mode="single", reference_guided=True
+    )
+    got = op.evaluate()
+    assert got["mean_grade"] == 8.0 and got["judged"] == 6 and got["unparsed"] == 0
+    assert all("Reference answer:\nreference" in c[-1]["content"] for c in judge.calls)
+    plain, judge = judge_op(tmp_path, "[[3]]", mode="single")
+    assert plain.evaluate()["mean_grade"] == 3.0
+    assert not any("Reference answer" in c[-1]["content"] for c in judge.calls)
+    with pytest.raises(ValueError, match="reference_guided"):
+        judge_op(tmp_path, "[[3]]", mode="pairwise", reference_guided=True)
+
+
+def test_single_grades_without_a_grade_are_excluded(tmp_path):
+    got = judge_op(tmp_path, lambda c: "[[9]]" if "q0" in c[-1]["content"] else "   ", mode="single")[
+        0
+    ].evaluate()
+    assert got["mean_grade"] == 9.0 and got["judged"] == 1 and got["unparsed"] == 5
 
 
 @pytest.mark.slow

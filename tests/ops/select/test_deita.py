@@ -13,6 +13,7 @@ from dataflywheel.data import io
 from dataflywheel.models.client import Model
 from dataflywheel.ops import prompts, registry
 from dataflywheel.ops.base import OpContext
+from dataflywheel.ops.parsing import expected_score
 from dataflywheel.ops.select import deita
 from dataflywheel.recipe.models import ModelSpec
 from tests.conftest import ROOT
@@ -20,10 +21,10 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_expected_score_fallback_and_range():
-    assert deita.expected_score([0.0] * 6) == pytest.approx(3.5)
-    assert deita.expected_score([float("-inf")] * 6) == 3.0
-    assert deita.expected_score([-50, -50, -50, -50, -50, 0]) == pytest.approx(6.0, abs=1e-6)
+def test_expected_score_range_and_no_default():
+    assert expected_score([0.0] * 6, deita.SCORES) == pytest.approx(3.5)
+    assert expected_score([float("-inf")] * 6, deita.SCORES) is None  # unparsed, never DEITA's 3.0
+    assert expected_score([-50, -50, -50, -50, -50, 0], deita.SCORES) == pytest.approx(6.0, abs=1e-6)
 
 
 def test_deita_scores_equal_a_manual_computation(smollm2):

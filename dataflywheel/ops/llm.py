@@ -1,0 +1,181 @@
+"""The base of every op that writes prompts for a model and reads its replies (as distilabel's tasks do).
+
+An LLM op writes two methods:
+
+* ``prompt(row)``: the conversation to send for one row, a list of conversations (several asks per row:
+  both orders of a pairwise judgement, one per turn), or None (nothing to ask for this row);
+* ``parse(reply, row)``: what one reply says, as a dict of values, or None when it says nothing usable.
+
+The base does everything else, once: sampling parameters (``temperature``, ``top_p``, ``max_tokens``,
+``n``, ``seed``), the call through the recipe's model (cache, retries, tokens and cost live there), a
+``raw_<name>`` column with every reply, ``error_<name>`` with why a row has no value (the request failed,
+or no reply could be parsed), and the counts of requests, failures and unparsed replies in the step's
+stats. An unparsed reply is never a default value: the row's outputs stay null and the count says so.
+
+Ops that read a next-token distribution instead of a reply (expected scores over "1".."6") use
+``ask_options``; kinds other than scorers (mappers, evaluators) call ``ask`` themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import Field
+
+from dataflywheel.data import schema as S
+from dataflywheel.models.base import CHAT, Conversation, Sampling
+from dataflywheel.ops.base import ModelRef, Op, OpParams, Scorer
+
+
+class LLMParams(OpParams):
+    """Sampling parameters every LLM op takes; an op's own Params subclass this and may change defaults."""
+
+    model: str = ModelRef()
+    temperature: float = Field(0.0, ge=0, description="0 = greedy (cached)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(256, ge=1, description="reply length in tokens at most")
+    n: int = Field(1, ge=1, description="completions per prompt")
+    seed: int | None = Field(None, description="sampling seed; the recipe's seed when unset")
+
+
+@dataclass
+class Reply:
+    """One prompt's answer: each completion's text and what ``parse`` read from it (None: unparsed)."""
+
+    texts: list[str] = field(default_factory=list)
+    parsed: list[dict | None] = field(default_factory=list)
+    error: str | None = None  # the request failed after its retries
+
+    @property
+    def values(self) -> list[dict]:
+        return [p for p in self.parsed if p is not None]
+
+
+class LLMTask:
+    """Mixin for any op kind: prompts out, parsed replies back, failures and unparsed replies counted."""
+
+    model_param: ClassVar[str] = "model"  # the parameter naming the model to ask
+    params: Any
+    ctx: Any
+    stats: Any
+
+    def prompt(self, row: dict) -> Conversation | list[Conversation] | None:
+        raise NotImplementedError
+
+    def parse(self, reply: str, row: dict) -> dict | None:
+        raise NotImplementedError
+
+    def sampling(self) -> Sampling:
+        p = self.params
+        seed = p.seed if getattr(p, "seed", None) is not None else self.ctx.seed
+        return Sampling(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, n=p.n, seed=seed)
+
+    def llm(self):
+        return self.ctx.model(getattr(self.params, self.model_param))
+
+    def _prompts(self, rows: list[dict]) -> tuple[list[Conversation], list[int]]:
+        convs, owner = [], []
+        for r, row in enumerate(rows):
+            asked = self.prompt(row)
+            if not asked:
+                continue
+            for conv in asked if isinstance(asked[0], list) else [asked]:
+                convs.append(conv)
+                owner.append(r)
+        return convs, owner
+
+    def ask(self, rows: list[dict], sampling: Sampling | None = None) -> list[list[Reply]]:
+        """Every row's replies, one Reply per prompt it asked, in prompt order."""
+        convs, owner = self._prompts(rows)
+        out: list[list[Reply]] = [[] for _ in rows]
+        if not convs:
+            return out
+        results = self.llm().chat(convs, sampling or self.sampling())
+        for r, res in zip(owner, results, strict=True):
+            self.stats["requests"] += 1
+            if res.error is not None:
+                self.stats["failed"] += 1
+                out[r].append(Reply(error=res.error))
+                continue
+            texts = [c.text for c in res.completions]
+            parsed = [self.parse(t, rows[r]) if t and t.strip() else None for t in texts]
+            self.stats["replies"] += len(texts)
+            self.stats["unparsed"] += sum(p is None for p in parsed)
+            out[r].append(Reply(texts, parsed))
+        return out
+
+    def ask_options(self, rows: list[dict], options: list[str]) -> list[list[list[float]]]:
+        """Every row's log-probabilities of answering each option next, one list per prompt it asked."""
+        convs, owner = self._prompts(rows)
+        out: list[list[list[float]]] = [[] for _ in rows]
+        if convs:
+            for r, lps in zip(owner, self.llm().option_logprobs(convs, options), strict=True):
+                self.stats["requests"] += 1
+                out[r].append(lps)
+        return out
+
+
+class LLMScorer(LLMTask, Scorer):
+    """A scorer whose values come from parsed replies.
+
+    ``value_columns`` maps each output column to its Arrow type; ``values(row, replies)`` turns a row's
+    replies into those values (default: the first parsed reply's dict), or None when none could be read.
+    The base adds ``error_<name>`` (null when the row has its values) and ``raw_<name>`` (every reply).
+    """
+
+    Params: ClassVar[type[OpParams]] = LLMParams
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {"model": (CHAT,)}
+    reads = (S.MESSAGES,)
+    batch_rows = 32
+    keep_raw: ClassVar[bool] = True
+
+    @property
+    def column_name(self) -> str:
+        return getattr(self.params, "name", None) or self.name
+
+    def value_columns(self) -> dict[str, pa.DataType]:
+        raise NotImplementedError
+
+    def output_columns(self) -> list[str]:
+        extra = [f"error_{self.column_name}"] + ([f"raw_{self.column_name}"] if self.keep_raw else [])
+        return [*self.value_columns(), *extra]
+
+    def values(self, row: dict, replies: list[Reply]) -> dict | None:
+        for reply in replies:
+            if reply.values:
+                return reply.values[0]
+        return None
+
+    def score(self, batch: pa.Table) -> dict:
+        rows = batch.to_pylist()
+        types = self.value_columns()
+        out: dict[str, list] = {c: [] for c in types}
+        errors, raws = [], []
+        for row, replies in zip(rows, self.ask(rows), strict=True):
+            got = self.values(row, replies) if replies else None
+            for c in types:
+                out[c].append(None if got is None else got.get(c))
+            errors.append(None if got is not None else row_error(replies))
+            raws.append([t for r in replies for t in r.texts])
+        cols: dict[str, Any] = {c: pa.array(v, types[c]) for c, v in out.items()}
+        cols[f"error_{self.column_name}"] = pa.array(errors, pa.string())
+        if self.keep_raw:
+            cols[f"raw_{self.column_name}"] = pa.array(raws, pa.list_(pa.string()))
+        return cols
+
+
+def row_error(replies: list[Reply]) -> str:
+    """Why a row has no value: its first failed request, else its first unreadable reply."""
+    if not replies:
+        return "nothing to ask (no prompt for this row)"
+    for r in replies:
+        if r.error is not None:
+            return f"request failed: {r.error}"
+    first = next((t for r in replies for t in r.texts), "")
+    return f"unparsed reply: {first[:200]!r}"
+
+
+def is_llm_op(op: Op) -> bool:
+    return isinstance(op, LLMTask)

@@ -1,0 +1,89 @@
+"""A scripted model for fast unit tests of model-backed ops: prompt building, parsing and error paths.
+
+Never the only test of a method (METHODS.md 0.1): each op also runs on the real SmolLM2 in its
+integration test. The script answers from what the prompt contains, so tests read like a conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from dataflywheel.models.base import CHAT, EMBED, LOGPROBS, Backend, ChatResult, Completion, LogprobResult
+from dataflywheel.models.client import Model
+from dataflywheel.ops.base import OpContext
+from dataflywheel.recipe.models import ModelSpec
+
+Reply = str | Callable[[list[dict]], str] | None
+
+
+class ScriptedBackend(Backend):
+    """Answers each conversation from ``script``: (substring of the last message, reply) pairs tried in
+    order, then ``default``. A reply of None is a request that failed after its retries; a callable
+    reply gets the conversation. ``option_logprobs`` (a callable of the conversation) answers
+    next-token questions; ``logprob`` the per-token log-probability of scored responses."""
+
+    capabilities = frozenset({CHAT, LOGPROBS, EMBED})
+    name = "scripted"
+
+    def __init__(
+        self,
+        script: list[tuple[str, Reply]] | None = None,
+        default: Reply = "",
+        option_logprobs: Callable[[list[dict], list[str]], list[float]] | None = None,
+        logprob: float = -1.0,
+    ):
+        self.script = list(script or [])
+        self.default = default
+        self._options = option_logprobs
+        self.logprob = logprob
+        self.calls: list[list[dict]] = []
+
+    @property
+    def fingerprint(self) -> str:
+        return f"scripted-{id(self)}"
+
+    def _reply(self, conv: list[dict]) -> Reply:
+        last = conv[-1]["content"] if conv else ""
+        for needle, reply in self.script:
+            if needle in last:
+                return reply
+        return self.default
+
+    def chat(self, conversations, sampling):
+        out = []
+        for conv in conversations:
+            self.calls.append(conv)
+            reply = self._reply(conv)
+            if callable(reply):
+                reply = reply(conv)
+            if reply is None:
+                out.append(ChatResult(error="scripted failure", retries=2))
+                continue
+            comps = [Completion(reply, "stop", len(reply.split())) for _ in range(sampling.n)]
+            out.append(ChatResult(comps, prompt_tokens=sum(len(m["content"].split()) for m in conv)))
+        return out
+
+    def logprobs(self, conversations, responses):
+        self.calls.extend(conversations)
+        return [LogprobResult([self.logprob] * max(1, len(r.split()))) for r in responses]
+
+    def next_token_logprobs(self, conversations, options):
+        self.calls.extend(conversations)
+        if self._options is None:
+            return [[0.0] * len(options) for _ in conversations]
+        return [list(self._options(c, options)) for c in conversations]
+
+    def embed(self, texts, **kwargs):
+        return np.stack([np.full(4, float(len(t)), dtype=np.float32) for t in texts])
+
+
+def scripted_model(backend: ScriptedBackend, name: str = "m") -> Model:
+    spec = ModelSpec(backend="hf", model="scripted", cache="off")
+    return Model(name, spec, backend=backend)
+
+
+def context(**backends: ScriptedBackend) -> OpContext:
+    """An OpContext whose models are the given scripted backends, by name."""
+    return OpContext(models={name: scripted_model(b, name) for name, b in backends.items()})
