@@ -141,6 +141,25 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML")) -> None:
             err_console.print(f"  - {p}", highlight=False)
         raise typer.Exit(2)
     console.print(f"[green]ok[/] {recipe}: {len(rec.inputs)} input(s), {len(ops)} step(s)")
+    for line in budget_lines(ops):
+        console.print(f"  {line}", highlight=False)
+
+
+def budget_lines(ops: list) -> list[str]:
+    """What each generator may make, as the engine will enforce it (over the whole step)."""
+    from dataflywheel.ops.base import Generator
+
+    out = []
+    for op in ops:
+        if isinstance(op, Generator):
+            b = op.params.budget
+            limits = [
+                f"{name} <= {v}" for name in ("rows", "tokens", "cost") if (v := getattr(b, name)) is not None
+            ]
+            out.append(
+                f"step {op.ctx.step} {op.name}: budget " + (", ".join(limits) if limits else "unlimited")
+            )
+    return out
 
 
 @app.command()

@@ -18,6 +18,7 @@ SHARED_DATA = Path(os.environ.get("FLYWHEEL_SHARED_DATA", ROOT.parent / "shared"
 registry.register("test_upper", "tests.support_ops:UpperResponse")
 registry.register("test_chars", "tests.support_ops:ResponseChars")
 registry.register("test_paraphrase", "tests.support_ops:Paraphrase")
+registry.register("test_ask_model", "tests.support_ops:AskModel")
 
 
 def write_jsonl(path: Path, rows: list, raw_lines: dict[int, str] | None = None) -> Path:

@@ -8,7 +8,8 @@ import time
 import pyarrow as pa
 from pydantic import Field
 
-from dataflywheel.ops.base import Generator, Mapper, OpParams, Scorer
+from dataflywheel.models.base import Sampling
+from dataflywheel.ops.base import Generator, GeneratorParams, Mapper, ModelRef, OpParams, Scorer
 
 
 class UpperResponse(Mapper):
@@ -50,24 +51,40 @@ class ResponseChars(Scorer):
 
 
 class Paraphrase(Generator):
-    """One new row per seed: the seed with 'Rephrased: ' before the instruction."""
+    """``copies`` new rows per seed: the seed with 'Rephrased: ' (and the copy's number) before the
+    instruction; logs each seed shard it works on to ``log``."""
 
-    class Params(OpParams):
-        budget: int = Field(4, description="rows to make")
-        per_batch: int = Field(2, description="rows per yielded batch")
+    class Params(GeneratorParams):
+        copies: int = Field(1, ge=1, description="rows per seed")
+        log: str | None = Field(None, description="append one line per generated shard here")
 
     reads = ("messages",)
 
-    def generate(self, seeds, produced=None):
-        done = 0 if produced is None else produced.num_rows
-        rows = seeds.to_pylist()
-        batch = []
-        for seed in rows[done : self.params.budget]:
-            msgs = [dict(m) for m in seed["messages"]]
-            msgs[0]["content"] = "Rephrased: " + msgs[0]["content"]
-            batch.append({"messages": msgs, "parents": [seed["id"]]})
-            if len(batch) == self.params.per_batch:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+    def generate(self, seeds):
+        if self.params.log:
+            with open(self.params.log, "a") as fh:
+                fh.write(f"{seeds.num_rows}\n")
+        for seed in seeds.to_pylist():
+            for c in range(self.params.copies):
+                msgs = [dict(m) for m in seed["messages"]]
+                msgs[0]["content"] = f"Rephrased{'' if c == 0 else f' {c}'}: " + msgs[0]["content"]
+                yield {"messages": msgs, "parents": [seed["id"]]}
+
+
+class AskModel(Generator):
+    """One new row per seed: the model's answer to the seed's instruction (a model-backed generator)."""
+
+    class Params(GeneratorParams):
+        model: str = ModelRef()
+
+    reads = ("messages",)
+
+    def generate(self, seeds):
+        model = self.ctx.model(self.params.model)
+        for seed in seeds.to_pylist():
+            prompt = [m for m in seed["messages"] if m["role"] == "user"][:1]
+            (reply,) = model.chat([prompt], Sampling(max_tokens=8))
+            yield {
+                "messages": [*prompt, {"role": "assistant", "content": reply.text}],
+                "parents": [seed["id"]],
+            }

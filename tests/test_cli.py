@@ -58,6 +58,18 @@ def test_validate_exits_non_zero_with_problems(tmp_path):
     assert "did you mean 'sample'" in result.output and "file not found" in result.output
 
 
+def test_validate_reports_each_generators_budget(tmp_path):
+    write_jsonl(tmp_path / "p.jsonl", alpaca_rows(2))
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: x\ninputs: [{path: p.jsonl}]\n"
+        "steps: [{test_paraphrase: {budget: {rows: 100, cost: 2.5}}}, {test_paraphrase: {}}]\n"
+    )
+    result = runner.invoke(app, ["validate", str(tmp_path / "r.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "step 1 test_paraphrase: budget rows <= 100, cost <= 2.5" in result.output
+    assert "step 2 test_paraphrase: budget unlimited" in result.output
+
+
 def test_convert_between_formats(tmp_path):
     src = write_jsonl(tmp_path / "a.jsonl", alpaca_rows(3))
     result = runner.invoke(app, ["convert", str(src), str(tmp_path / "b.jsonl"), "--to", "sharegpt"])

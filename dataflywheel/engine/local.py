@@ -34,6 +34,7 @@ from dataflywheel.models.client import load_models
 from dataflywheel.ops.base import (
     Evaluator,
     Filter,
+    GenerationBudget,
     Generator,
     Mapper,
     Op,
@@ -43,6 +44,8 @@ from dataflywheel.ops.base import (
     Trainer,
 )
 from dataflywheel.recipe.models import Recipe
+
+ORIGIN_MODEL = "origin_model"  # the models a generator asked for a row (names from the recipe)
 
 
 @dataclass
@@ -224,12 +227,12 @@ class LocalExecutor:
         start = time.perf_counter()
         before = {n: m.usage.copy() for n, m in (models or {}).items()}
         op.setup()
-        if isinstance(op, Mapper | Scorer | Filter):
+        if isinstance(op, Generator):  # seed shard k -> output shard k, each with its share of the budget
+            op.shares = budget_shares(op.params.budget, [pq.read_metadata(p).num_rows for p in inputs])
+        if isinstance(op, Mapper | Scorer | Filter | Generator):
             self._row_wise(op, inputs, store, result)
         elif isinstance(op, Selector):
             self._select(op, inputs, store, result)
-        elif isinstance(op, Generator):
-            self._generate(op, inputs, store, result)
         elif isinstance(op, Trainer):
             self._train(op, inputs, store, result)
         elif isinstance(op, Evaluator):
@@ -383,44 +386,6 @@ class LocalExecutor:
         result.stats["metrics"] = metrics
         _pass_through(inputs, store)
 
-    def _generate(self, op: Generator, inputs: list[Path], store: StepStore, result: StepResult) -> None:
-        seeds = io.concat([pq.read_table(p) for p in inputs])
-        n_seed_shards = len(inputs)
-        for k, shard in enumerate(inputs):  # seeds pass through unchanged
-            if not store.has_shard(k):
-                write_table(store.shard_path(k), pq.read_table(shard))
-        existing = store.shards()[n_seed_shards:]
-        produced = io.concat([pq.read_table(p) for p in existing]) if existing else None
-        seen = set(seeds.column(S.ID).to_pylist()) if seeds.num_rows else set()
-        if produced is not None:
-            seen |= set(produced.column(S.ID).to_pylist())
-        k = n_seed_shards + len(existing)
-        result.shards_reused += len(existing)
-        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=None)
-        for rows in op.generate(seeds, produced):
-            for row in rows:
-                parents = row.get(S.PARENTS) or []
-                row.update(
-                    {
-                        S.ORIGIN: op.name,
-                        S.PARENTS: [str(p) for p in parents],
-                        S.OPS: [op.name],
-                        S.ITERATION: op.ctx.iteration,
-                    }
-                )
-                row.pop(S.ID, None)
-                base = S.content_id(row)
-                rid, n = base, 1
-                while rid in seen:
-                    n += 1
-                    rid = f"{base}-{n}"
-                seen.add(rid)
-                row[S.ID] = rid
-            if rows:
-                write_table(store.shard_path(k), io.rows_to_table(rows))
-                k += 1
-            task.advance(len(rows))
-
     # ------------------------------------------------------------------ bookkeeping
     def _finish(
         self,
@@ -478,8 +443,11 @@ def write_report(run_dir: Path) -> Path | None:
 
 
 def process_shard(op: Op, shard: Path, store: StepStore, k: int) -> int:
-    """A row-wise op over one input shard, in batches of ``op.batch_rows``: writes output shard k and its
-    drop log (atomically) and returns the rows written. The unit of work of every executor."""
+    """A row-wise op over one input shard, in batches of ``op.batch_rows`` (or a generator over one seed
+    shard): writes output shard k and its drop log (atomically) and returns the rows written. The unit of
+    work of every executor."""
+    if isinstance(op, Generator):
+        return generate_shard(op, shard, store, k, op.shares[k])
     table = pq.read_table(shard)
     size = op.batch_rows or max(table.num_rows, 1)
     op.stats.clear()
@@ -492,6 +460,82 @@ def process_shard(op: Op, shard: Path, store: StepStore, k: int) -> int:
     out_table = io.concat(parts) if len(parts) > 1 else parts[0]
     store.write_shard(k, out_table, pa.concat_tables(drops) if drops else None, dict(op.stats))
     return out_table.num_rows
+
+
+def budget_shares(budget: GenerationBudget, seed_rows: list[int]) -> list[GenerationBudget]:
+    """Each seed shard's part of a generator's budget, in proportion to its seeds (rows split exactly by
+    largest remainder), so shards can run in any order or in parallel and the total still holds."""
+    total = sum(seed_rows)
+    fractions = [n / total if total else 1 / max(len(seed_rows), 1) for n in seed_rows]
+    rows = [0] * len(seed_rows)
+    if budget.rows is not None and seed_rows:
+        exact = [budget.rows * f for f in fractions]
+        rows = [int(x) for x in exact]
+        for i in sorted(range(len(exact)), key=lambda i: (rows[i] - exact[i], i))[: budget.rows - sum(rows)]:
+            rows[i] += 1
+    return [budget.share(f, r) for f, r in zip(fractions, rows, strict=True)]
+
+
+def generate_shard(op: Generator, shard: Path, store: StepStore, k: int, budget: GenerationBudget) -> int:
+    """A generator over one seed shard: the seeds (if kept) and the rows made from them become output
+    shard k, with lineage and unique ids; generation stops when the shard's share of the budget is spent
+    (a model batch already answered is kept, so tokens and cost may pass the share by one batch)."""
+    seeds = pq.read_table(shard)
+    op.stats.clear()
+    models = {n: op.ctx.models[n] for n in op.model_refs().values() if n in op.ctx.models}
+    before = {n: m.usage.copy() for n, m in models.items()}
+    seen = set(seeds.column(S.ID).to_pylist()) if seeds.num_rows else set()
+    made: list[dict] = []
+
+    def spent() -> tuple[int, float]:
+        used = [m.usage.minus(before[n]) for n, m in models.items()]
+        return sum(u.prompt_tokens + u.completion_tokens for u in used), sum(u.cost for u in used)
+
+    def exhausted() -> str | None:
+        if budget.rows is not None and len(made) >= budget.rows:
+            return "rows"
+        tokens, cost = spent() if budget.tokens is not None or budget.cost is not None else (0, 0.0)
+        if budget.tokens is not None and tokens >= budget.tokens:
+            return "tokens"
+        if budget.cost is not None and cost >= budget.cost:
+            return "cost"
+        return None
+
+    stop = exhausted()
+    if stop is None:
+        rows = op.generate(seeds)
+        for row in rows:
+            made.append(_stamp(op, row, seen, ",".join(sorted(models)) or None))
+            stop = exhausted()
+            if stop is not None:
+                if hasattr(rows, "close"):
+                    rows.close()
+                break
+    if stop is not None:
+        op.stats[f"budget_reached_{stop}"] += 1
+    op.stats["generated"] += len(made)
+    new = io.rows_to_table(made) if made else None
+    out = io.concat([seeds if op.params.keep_seeds else seeds.slice(0, 0), new])
+    store.write_shard(k, out, None, dict(op.stats))
+    return out.num_rows
+
+
+def _stamp(op: Generator, row: dict, seen: set, model: str | None) -> dict:
+    """A generated row with the engine's lineage and an id from its content and parents."""
+    parents = [str(p) for p in (row.get(S.PARENTS) or [])]
+    row = {k: v for k, v in row.items() if k != S.ID}
+    row.update(
+        {
+            S.ORIGIN: op.name,
+            S.PARENTS: parents,
+            S.OPS: [op.name],
+            S.ITERATION: op.ctx.iteration,
+            ORIGIN_MODEL: model,
+        }
+    )
+    base = S.hash_text(S.content_id(row) + S.SIDE_SEP + S.TURN_SEP.join(parents))
+    row[S.ID] = S.unique_id(base, seen)
+    return row
 
 
 def shard_view(op: Selector, shard: Path, cols: list[str]) -> pa.Table:

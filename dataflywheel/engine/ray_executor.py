@@ -10,7 +10,9 @@ killed run resumes at its first missing shard whichever executor wrote the other
 * Selectors gather only their declared columns. Per-row preparation a selector declares
   (``shard_features``, e.g. MinHash signatures) runs as parallel tasks; the global decision (LSH banding
   and connected components, k-center, sorting) runs once on the driver.
-* Reading the inputs, generators, trainers and evaluators run on the driver.
+* Generators run like row-wise ops (seed shard k -> output shard k), each shard with its share of the
+  budget, which the driver splits before the step starts.
+* Reading the inputs, trainers and evaluators run on the driver.
 
 The run directory must be on storage every node can reach (one machine, NFS, a mounted bucket).
 """
@@ -62,7 +64,10 @@ def _op_payload(op: Op) -> Op:
     worker rebuilds its own op from."""
     base = os.path.abspath(op.ctx.base_dir) if op.ctx.base_dir else None
     ctx = OpContext(seed=op.ctx.seed, step=op.ctx.step, iteration=op.ctx.iteration, base_dir=base)
-    return type(op)(op.params, ctx)
+    fresh = type(op)(op.params, ctx)
+    if hasattr(op, "shares"):  # a generator's budget, split over the seed shards by the driver
+        fresh.shares = op.shares
+    return fresh
 
 
 def _shards(batch: Any) -> list[tuple[int, Path]]:

@@ -11,7 +11,7 @@ logging and progress belong to the engine. Scoring is kept apart from deciding: 
 | Scorer    | score/tag/embedding columns   | a batch                                 | ``score``   |
 | Filter    | keep or drop, with a reason   | a batch                                 | ``keep``    |
 | Selector  | which rows to keep, in order  | its declared columns, whole dataset     | ``select``  |
-| Generator | new rows with parents         | the seeds and a budget                  | ``generate``|
+| Generator | new rows with parents         | a seed shard and its share of the budget| ``generate``|
 
 Trainer, Evaluator and Loop kinds take the same shape (Params, declared IO, one method) when they arrive.
 """
@@ -208,16 +208,47 @@ class Selector(Op):
         return None
 
 
-class Generator(Op):
-    """Makes new rows from seeds; each new row names its parents (ids) in ``parents``.
+class GenerationBudget(OpParams):
+    """How much a generator may make, over the whole step; unset limits are unlimited."""
 
-    ``generate`` yields lists of canonical rows. When a run resumes, ``produced`` holds the rows already
-    written, so a generator can continue where it stopped instead of starting again.
+    rows: int | None = Field(None, ge=0, description="new rows at most")
+    tokens: int | None = Field(
+        None, ge=0, description="prompt + completion tokens of the op's models at most"
+    )
+    cost: float | None = Field(
+        None, ge=0, description="money spent on the op's models at most (their prices)"
+    )
+
+    def share(self, fraction: float, rows_first: int) -> GenerationBudget:
+        """The part of the budget one seed shard gets (rows are split by the caller, exactly)."""
+        return GenerationBudget(
+            rows=rows_first if self.rows is not None else None,
+            tokens=None if self.tokens is None else int(self.tokens * fraction),
+            cost=None if self.cost is None else self.cost * fraction,
+        )
+
+
+class GeneratorParams(OpParams):
+    """Parameters every generator has: its budget, and whether the seeds stay in the output."""
+
+    budget: GenerationBudget = Field(default_factory=GenerationBudget, description="rows, tokens or cost")
+    keep_seeds: bool = Field(True, description="the seed rows pass through before the rows made from them")
+
+
+class Generator(Op):
+    """Makes new rows from seeds; each new row names its parents (seed ids) in ``parents``.
+
+    The engine runs it: seed shard k gives output shard k (checkpointed, so a killed run resumes at the
+    first missing shard; shards run in parallel on Ray), it splits the budget over the seed shards in
+    proportion to their rows and stops a shard's generation when its share is spent, and it writes each
+    new row's lineage (``origin`` = the op, ``parents``, ``ops``, ``iteration``, ``origin_model`` = the
+    models the op asked) and a unique id. ``generate`` only yields rows from the seeds it is given.
     """
 
     kind = "generator"
+    Params: ClassVar[type[OpParams]] = GeneratorParams
 
-    def generate(self, seeds: pa.Table, produced: pa.Table | None = None) -> Iterator[list[dict]]:
+    def generate(self, seeds: pa.Table) -> Iterator[dict]:
         raise NotImplementedError
 
 

@@ -129,7 +129,7 @@ def test_mapper_lineage_marks_only_changed_rows(tmp_path):
 
 
 def test_generator_rows_carry_parents_and_origin(tmp_path):
-    path = make_recipe(tmp_path, "- test_paraphrase: {budget: 3}\n", n=6, shard_size=4)
+    path = make_recipe(tmp_path, "- test_paraphrase: {budget: {rows: 3}}\n", n=6, shard_size=4)
     result = run(path, tmp_path / "run")
     out = read_jsonl(result.output_path)
     assert len(out) == 9 and result.steps[-1].rows_in == 6 and result.steps[-1].rows_out == 9
@@ -139,8 +139,64 @@ def test_generator_rows_carry_parents_and_origin(tmp_path):
     for r in new:
         (parent,) = r["parents"]
         assert r["messages"][0]["content"] == "Rephrased: " + seeds[parent]["messages"][0]["content"]
-        assert r["ops"] == ["test_paraphrase"] and r["id"] not in seeds
+        assert r["ops"] == ["test_paraphrase"] and r["id"] not in seeds and r["iteration"] == 0
     assert len({r["id"] for r in out}) == 9
+    # the budget is split over the seed shards (4 and 2 seeds) in proportion: 2 + 1 rows
+    assert [
+        len([r for r in new if r["parents"][0] in ids]) for ids in (list(seeds)[:4], list(seeds)[4:])
+    ] == [
+        2,
+        1,
+    ]
+    assert result.steps[-1].stats["counts"] == {"budget_reached_rows": 2, "generated": 3}
+
+
+@pytest.mark.parametrize(("rows", "shards", "want"), [(10, [4, 4, 2], [4, 4, 2]), (7, [5, 5], [4, 3])])
+def test_budget_shares_add_up_to_the_budget(rows, shards, want):
+    from dataflywheel.engine.local import budget_shares
+    from dataflywheel.ops.base import GenerationBudget
+
+    shares = budget_shares(GenerationBudget(rows=rows, tokens=100), shards)
+    assert [s.rows for s in shares] == want and sum(s.rows for s in shares) == rows
+    assert sum(s.tokens for s in shares) <= 100
+
+
+def test_a_generator_resumes_at_its_missing_seed_shards_only(tmp_path):
+    log = tmp_path / "gen.log"
+    path = make_recipe(tmp_path, f"- test_paraphrase: {{copies: 2, log: {log}}}\n", n=10, shard_size=4)
+    first = read_jsonl(run(path, tmp_path / "run").output_path)
+    assert log.read_text().split() == ["4", "4", "2"] and len(first) == 30
+    step = next((tmp_path / "run" / "steps").glob("01-test_paraphrase-*"))
+    (step / "_done.json").unlink()
+    (step / "shard-00001.parquet").unlink()  # as if killed while generating from the second seed shard
+    kept = {p.name: p.stat().st_mtime_ns for p in step.glob("shard-*.parquet")}
+    again = run(path, tmp_path / "run")
+    assert log.read_text().split() == ["4", "4", "2", "4"]  # only the missing shard was generated again
+    assert {p.name: p.stat().st_mtime_ns for p in step.glob("shard-*.parquet") if p.name in kept} == kept
+    assert read_jsonl(again.output_path) == first and again.steps[-1].status == "resumed"
+
+
+def test_a_token_budget_stops_a_model_backed_generator_and_names_its_model(tmp_path):
+    from tests.fakes import ScriptedBackend, scripted_model
+
+    path = make_recipe(
+        tmp_path,
+        "- test_ask_model: {model: m, keep_seeds: false, budget: {tokens: 40}}\n",
+        n=8,
+        shard_size=8,
+        extra="models: {m: {backend: openai, model: x, base_url: 'http://127.0.0.1:1/v1'}}",
+    )
+    recipe, ops, problems = validate_file(path)
+    assert not problems, problems
+    backend = ScriptedBackend(default="four words of answer")  # 3 prompt + 4 completion tokens a call
+    ex = LocalExecutor(
+        recipe, ops, tmp_path / "run", progress=False, model_loader=lambda r: {"m": scripted_model(backend)}
+    )
+    out = read_jsonl(ex.run().output_path)
+    # 7 tokens a row: the share (40 tokens) is spent after the 6th row, which is kept; no seeds kept
+    assert len(out) == 6 and len(backend.calls) == 6
+    assert all(r["origin"] == "test_ask_model" and r["origin_model"] == "m" for r in out)
+    assert all(r["messages"][-1]["content"] == "four words of answer" for r in out)
 
 
 def test_mix_across_inputs_uses_input_names(tmp_path):

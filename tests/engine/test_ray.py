@@ -25,13 +25,15 @@ from tests.conftest import RECIPES, ROOT
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 # Every op that gives the same answer on every run, in one pipeline over the project's example pool
-# (duplicates, other languages, refusals, truncations); embed runs on a Ray actor pool.
+# (duplicates, other languages, refusals, truncations); embed runs on a Ray actor pool, the generator as
+# parallel tasks with the budget split by the driver.
 DETERMINISTIC = """
 - text_stats: {fields: [instruction, response]}
 - language_id: {fields: [conversation]}
 - refusal: {}
 - truncation: {}
 - copies_instruction: {}
+- test_paraphrase: {budget: {rows: 9}}
 - rename: {mapping: {example_kind: kind}}
 - filter: {column: score_response_chars, min: 2}
 - exact_dedup: {field: conversation}
