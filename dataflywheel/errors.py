@@ -65,10 +65,11 @@ class RecipeError(FlywheelError):
 
 @dataclass
 class Problem:
-    """One thing wrong with a recipe, addressed by step index and key."""
+    """One thing wrong with a recipe, addressed by step index ("3.2": the second step of loop step 3)
+    and key."""
 
     message: str
-    step: int | None = None
+    step: int | str | None = None
     op: str | None = None
     key: str | None = None
 

@@ -19,6 +19,7 @@ registry.register("test_upper", "tests.support_ops:UpperResponse")
 registry.register("test_chars", "tests.support_ops:ResponseChars")
 registry.register("test_paraphrase", "tests.support_ops:Paraphrase")
 registry.register("test_ask_model", "tests.support_ops:AskModel")
+registry.register("test_countdown", "tests.support_ops:Countdown")
 
 
 def write_jsonl(path: Path, rows: list, raw_lines: dict[int, str] | None = None) -> Path:

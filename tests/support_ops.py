@@ -9,7 +9,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from dataflywheel.models.base import Sampling
-from dataflywheel.ops.base import Generator, GeneratorParams, Mapper, ModelRef, OpParams, Scorer
+from dataflywheel.ops.base import Evaluator, Generator, GeneratorParams, Mapper, ModelRef, OpParams, Scorer
 
 
 class UpperResponse(Mapper):
@@ -88,3 +88,13 @@ class AskModel(Generator):
                 "messages": [*prompt, {"role": "assistant", "content": reply.text}],
                 "parents": [seed["id"]],
             }
+
+
+class Countdown(Evaluator):
+    """value = start / iteration: a metric that falls round by round (drives a loop's `until`)."""
+
+    class Params(OpParams):
+        start: float = Field(10.0, description="the value in round 1")
+
+    def evaluate(self):
+        return {"value": self.params.start / max(self.ctx.iteration, 1), "round": self.ctx.iteration}

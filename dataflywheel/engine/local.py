@@ -36,6 +36,7 @@ from dataflywheel.ops.base import (
     Filter,
     GenerationBudget,
     Generator,
+    Loop,
     Mapper,
     Op,
     OpContext,
@@ -63,6 +64,7 @@ class StepResult:
     shards_reused: int = 0
     seconds: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
+    iteration: int = 0  # the loop round a step ran in (0: not in a loop)
 
 
 @dataclass
@@ -130,15 +132,12 @@ class LocalExecutor:
             try:
                 with self.progress:
                     for op in self.ops:
-                        op.ctx = OpContext(
-                            seed=self.recipe.seed,
-                            step=op.ctx.step,
-                            models=models,
-                            base_dir=str(self.recipe.base_dir),
-                        )
+                        op.ctx = self._context(op, models)
+                        if isinstance(op, Loop):
+                            prev = self._loop(op, prev, models, manifest, results)
+                            continue
                         result = self._run_step(op, prev, models)
-                        if isinstance(op, Trainer) and op.produced_model():
-                            models[op.produced_model()] = trained_model(op, result, models)
+                        register_trained(op, result, models)
                         manifest.step_finished(result)
                         results.append(result)
                         prev = result
@@ -151,6 +150,63 @@ class LocalExecutor:
             if self.report:
                 write_report(self.run_dir)
             return RunResult(self.run_dir, output, results, results[0].rows_in, rows_out)
+
+    def _context(self, op: Op, models: dict, iteration: int = 0) -> OpContext:
+        # Each loop round samples afresh: round t uses seed + t - 1 (round 1 and plain steps use the seed).
+        seed = self.recipe.seed + max(iteration - 1, 0)
+        return OpContext(
+            seed=seed,
+            step=op.ctx.step,
+            iteration=iteration,
+            models=models,
+            base_dir=str(self.recipe.base_dir),
+        )
+
+    # ------------------------------------------------------------------ loops
+    def _loop(
+        self, loop: Loop, prev: StepResult, models: dict, manifest: Manifest, results: list
+    ) -> StepResult:
+        """Run a loop's body once per iteration, each in its own folder; every inner step is an entry of
+        the manifest (with its iteration), and the loop's own entry holds the value curve. Returns the
+        last inner step's result: the data the steps after the loop read."""
+        p = loop.params
+        start = time.perf_counter()
+        digest = fp.digest(prev.fingerprint, "loop", p.steps, p.data, fp.code_version(type(loop)))
+        folder = self.run_dir / "steps" / f"{loop.ctx.step:02d}-loop-{digest[:12]}"
+        curve, stopped, last = [], "iterations", prev
+        for it in range(1, p.iterations + 1):
+            feed = prev if p.data == "initial" else last
+            metrics: dict[str, float] = {}
+            for j, op in enumerate(loop.body, start=1):
+                op.ctx = self._context(op, models, iteration=it)
+                feed = self._run_step(op, feed, models, where=folder / f"iter-{it:02d}", index=j)
+                register_trained(op, feed, models)
+                manifest.step_finished(feed)
+                results.append(feed)
+                for key, value in feed.stats.get("metrics", {}).items():
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        metrics[f"{op.name}.{key}"] = value
+            last = feed
+            curve.append({"iteration": it, "rows": last.rows_out, **metrics})
+            if p.until is not None and p.until.reached(metrics.get(p.until.metric)):
+                stopped = "until"
+                break
+        summary = StepResult(
+            loop.ctx.step,
+            loop.name,
+            loop.kind,
+            last.fingerprint,
+            str(folder),
+            status="computed",
+            rows_in=prev.rows_out,
+            rows_out=last.rows_out,
+            seconds=round(time.perf_counter() - start, 3),
+            stats={"curve": curve, "iterations_run": len(curve), "stopped": stopped},
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest.step_finished(summary)
+        results.append(summary)
+        return last
 
     # ------------------------------------------------------------------ step 0: read the inputs
     def _read_fingerprint(self) -> str:
@@ -206,7 +262,7 @@ class LocalExecutor:
             for name in op.model_refs().values()
             if name in self.recipe.models
         }
-        return fp.digest(
+        parts = [
             prev.fingerprint,
             op.name,
             op.params.model_dump(mode="json"),
@@ -214,12 +270,21 @@ class LocalExecutor:
             self.recipe.shard_size,
             self.recipe.seed,
             fp.code_version(type(op)),
-        )
+        ]
+        if op.ctx.iteration:  # a loop round: its models (policy = the newest checkpoint) differ by round
+            parts.append(op.ctx.iteration)
+        return fp.digest(*parts)
 
-    def _run_step(self, op: Op, prev: StepResult, models: dict | None = None) -> StepResult:
+    def _run_step(
+        self, op: Op, prev: StepResult, models: dict | None = None, where: Path | None = None, index: int = 0
+    ) -> StepResult:
+        """One step over the previous step's shards, in ``where`` (a loop round's folder) or steps/."""
         digest = self._step_fingerprint(op, prev)
-        store = StepStore(self.run_dir / "steps" / f"{op.ctx.step:02d}-{op.name}-{digest[:12]}")
-        result = StepResult(op.ctx.step, op.name, op.kind, digest, str(store.path))
+        folder = where if where is not None else self.run_dir / "steps"
+        store = StepStore(folder / f"{index or op.ctx.step:02d}-{op.name}-{digest[:12]}")
+        result = StepResult(
+            op.ctx.step, op.name, op.kind, digest, str(store.path), iteration=op.ctx.iteration
+        )
         if store.is_done():
             return self._reused(result, store)
         store.prepare()
@@ -588,6 +653,20 @@ def _pass_through(inputs: list[Path], store: StepStore) -> None:
     for k, shard in enumerate(inputs):
         if not store.has_shard(k):
             write_table(store.shard_path(k), pq.read_table(shard))
+
+
+def register_trained(op: Op, result: StepResult, models: dict) -> None:
+    """A trainer's checkpoint becomes the named model ``output_model`` for the steps after it. In a loop
+    round t it is also ``name@t``, and the model it replaces stays reachable as ``name@0``."""
+    if not isinstance(op, Trainer) or not op.produced_model():
+        return
+    name = op.produced_model()
+    model = trained_model(op, result, models)
+    if result.iteration:
+        if name in models and f"{name}@0" not in models:
+            models[f"{name}@0"] = models[name]
+        models[f"{name}@{result.iteration}"] = model
+    models[name] = model
 
 
 def trained_model(op: Trainer, result: StepResult, models: dict):

@@ -83,7 +83,9 @@ class Manifest:
             models=models or {},
         )
         metrics = {
-            f"{s['index']:02d}-{s['op']}": s["stats"]["metrics"]
+            f"{s['index']:02d}-{s['op']}" + (f"@{s['iteration']}" if s.get("iteration") else ""): s["stats"][
+                "metrics"
+            ]
             for s in steps
             if "metrics" in s.get("stats", {})
         }

@@ -13,7 +13,8 @@ logging and progress belong to the engine. Scoring is kept apart from deciding: 
 | Selector  | which rows to keep, in order  | its declared columns, whole dataset     | ``select``  |
 | Generator | new rows with parents         | a seed shard and its share of the budget| ``generate``|
 
-Trainer, Evaluator and Loop kinds take the same shape (Params, declared IO, one method) when they arrive.
+Trainer (``train``) and Evaluator (``evaluate``) take the same shape; a Loop repeats a sub-pipeline and is
+run by the engine.
 """
 
 from __future__ import annotations
@@ -276,6 +277,22 @@ class Evaluator(Op):
 
     def evaluate(self) -> dict[str, Any]:
         raise NotImplementedError
+
+
+class Loop(Op):
+    """Repeats a sub-pipeline: its ``body`` (ops built from its ``steps``) runs once per iteration, each
+    iteration's data and trained models feeding the next. The engine runs it (each iteration in its own
+    checkpointed folder); the recipe validator builds the body."""
+
+    kind = "loop"
+    body: list[Op]
+    where: list[str]  # each body op's address in the recipe ("3.2": loop step 3, its second step)
+
+    def columns_after(self, available: Sequence[str]) -> list[str]:
+        out = list(available)
+        for op in getattr(self, "body", []):
+            out = op.columns_after(out)
+        return out
 
 
 CONTENT_COLUMNS = (S.MESSAGES, *S.PREFERENCE_COLUMNS)

@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "rename": "dataflywheel.ops.core.rename:Rename",
     "generate": "dataflywheel.ops.core.generate:Generate",
     "group_select": "dataflywheel.ops.core.group_select:GroupSelect",
+    "loop": "dataflywheel.ops.core.loop:RepeatSteps",
     # select: data selection
     "embed": "dataflywheel.ops.select.embed:Embed",
     "exact_dedup": "dataflywheel.ops.select.exact_dedup:ExactDedup",

@@ -13,7 +13,7 @@ from dataflywheel.data import schema as S
 from dataflywheel.errors import DataError, FlywheelError, Problem, RecipeError
 from dataflywheel.models.client import BACKEND_CAPABILITIES
 from dataflywheel.ops import registry
-from dataflywheel.ops.base import Op
+from dataflywheel.ops.base import Evaluator, Loop, Op
 from dataflywheel.recipe.models import Recipe, StepSpec
 
 
@@ -110,18 +110,69 @@ def _build_ops(recipe: Recipe, problems: list[Problem]) -> list[Op]:
         if op is None:
             continue
         ops.append(op)
-        for param, model in op.model_refs().items():
-            if param == "output_model":
-                continue
-            problem = _model_problem(recipe, op, param, model, produced)
-            if problem:
-                problems.append(Problem(problem, i, step.op, param))
-        made = op.produced_model() if hasattr(op, "produced_model") else None
-        if made:
-            if made in recipe.models or made in produced:
-                problems.append(Problem(f"model name '{made}' is already taken", i, step.op, "output_model"))
-            produced[made] = "hf"
+        _check_models(recipe, op, i, step.op, produced, problems, in_loop=False)
+        if isinstance(op, Loop):
+            op.body = _build_body(recipe, op, i, produced, problems)
     return ops
+
+
+def _build_body(
+    recipe: Recipe, loop: Loop, i: int, produced: dict[str, str], problems: list[Problem]
+) -> list[Op]:
+    """A loop's steps, addressed as "i.j" in problems; models its trainers make are known after them."""
+    inner: list[Problem] = []
+    body: list[Op] = []
+    loop.where = []  # each body op's address in problems ("3.2")
+    for j, raw in enumerate(_parse_steps(loop.params.steps, inner), start=1):
+        op = _build_op(i, StepSpec(**raw), recipe, inner, where=f"{i}.{j}")
+        if op is None:
+            continue
+        if isinstance(op, Loop):
+            inner.append(Problem("a loop inside a loop is not supported; flatten it", f"{i}.{j}", raw["op"]))
+            continue
+        body.append(op)
+        loop.where.append(f"{i}.{j}")
+        _check_models(recipe, op, f"{i}.{j}", raw["op"], produced, inner, in_loop=True)
+    for p in inner:
+        problems.append(p if p.step is not None else Problem(p.message, i, "loop", "steps"))
+    until = loop.params.until
+    if until is not None:
+        evaluators = {op.name for op in body if isinstance(op, Evaluator)}
+        if until.metric.split(".")[0] not in evaluators:
+            problems.append(
+                Problem(
+                    f"until.metric '{until.metric}' must name an evaluator in the loop's steps "
+                    f"(there: {sorted(evaluators) or 'none'})",
+                    i,
+                    "loop",
+                    "until.metric",
+                )
+            )
+    return body
+
+
+def _check_models(
+    recipe: Recipe,
+    op: Op,
+    where: int | str,
+    name: str,
+    produced: dict[str, str],
+    problems: list[Problem],
+    in_loop: bool,
+) -> None:
+    for param, model in op.model_refs().items():
+        if param == "output_model":
+            continue
+        problem = _model_problem(recipe, op, param, model, produced)
+        if problem:
+            problems.append(Problem(problem, where, name, param))
+    made = op.produced_model() if hasattr(op, "produced_model") else None
+    if made:
+        # In a loop a trainer may name its output after its input: the model evolves, iteration by iteration.
+        evolving = in_loop and made == getattr(op.params, "model", None)
+        if not evolving and (made in recipe.models or made in produced):
+            problems.append(Problem(f"model name '{made}' is already taken", where, name, "output_model"))
+        produced[made] = "hf"
 
 
 def _model_problem(recipe: Recipe, op: Op, param: str, model: str, produced: dict[str, str]) -> str | None:
@@ -144,13 +195,16 @@ def _model_problem(recipe: Recipe, op: Op, param: str, model: str, produced: dic
     return None
 
 
-def _build_op(i: int, step: StepSpec, recipe: Recipe, problems: list[Problem]) -> Op | None:
+def _build_op(
+    i: int, step: StepSpec, recipe: Recipe, problems: list[Problem], where: int | str | None = None
+) -> Op | None:
+    where = i if where is None else where
     if not step.op:
         return None
     try:
         cls = registry.get(step.op)
     except registry.UnknownOpError as e:
-        problems.append(Problem(str(e), i, step.op))
+        problems.append(Problem(str(e), where, step.op))
         return None
     try:
         from dataflywheel.ops.base import OpContext
@@ -163,7 +217,7 @@ def _build_op(i: int, step: StepSpec, recipe: Recipe, problems: list[Problem]) -
             if err["type"] == "extra_forbidden":
                 valid = ", ".join(cls.Params.model_fields)
                 msg = f"unknown parameter; valid parameters: {valid}"
-            problems.append(Problem(msg, i, step.op, key))
+            problems.append(Problem(msg, where, step.op, key))
     return None
 
 
@@ -215,29 +269,14 @@ def _check_flow(recipe: Recipe, ops: list[Op], available: list[str], problems: l
         op = by_step.get(i)
         if op is None:
             return  # the flow after a broken step cannot be known
-        for col in op.input_columns():
-            if col not in available:
-                key = next(
-                    (
-                        k
-                        for k, v in op.params.model_dump().items()
-                        if v == col or (isinstance(v, list | dict) and col in v)
-                    ),
-                    None,
-                )
-                problems.append(
-                    Problem(
-                        f"column '{col}' is read, but no earlier step writes it and the input does "
-                        f"not have it (available: {', '.join(available)})",
-                        i,
-                        step.op,
-                        key,
-                    )
-                )
-        try:
-            available = op.columns_after(available)
-        except (ValueError, FlywheelError) as e:
-            problems.append(Problem(str(e), i, step.op))
+        if isinstance(op, Loop):
+            for where, inner in zip(op.where, op.body, strict=True):
+                available = _flow_step(inner, where, inner.name, available, problems)
+                if available is None:
+                    return
+            continue
+        available = _flow_step(op, i, step.op, available, problems)
+        if available is None:
             return
     recipe_output_cols = set(available)
     if recipe.output.format == "preference" and S.CHOSEN not in recipe_output_cols:
@@ -247,6 +286,37 @@ def _check_flow(recipe: Recipe, ops: list[Op], available: list[str], problems: l
                 key="output.format",
             )
         )
+
+
+def _flow_step(
+    op: Op, i: int | str, name: str, available: list[str], problems: list[Problem]
+) -> list[str] | None:
+    """The columns after one step, with a problem for each column it reads that is not there yet."""
+    for col in op.input_columns():
+        if col in available:
+            continue
+        key = next(
+            (
+                k
+                for k, v in op.params.model_dump().items()
+                if v == col or (isinstance(v, list | dict) and col in v)
+            ),
+            None,
+        )
+        problems.append(
+            Problem(
+                f"column '{col}' is read, but no earlier step writes it and the input does "
+                f"not have it (available: {', '.join(available)})",
+                i,
+                name,
+                key,
+            )
+        )
+    try:
+        return op.columns_after(available)
+    except (ValueError, FlywheelError) as e:
+        problems.append(Problem(str(e), i, name))
+        return None
 
 
 def _check_output(recipe: Recipe, problems: list[Problem]) -> None:

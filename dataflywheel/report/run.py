@@ -57,7 +57,10 @@ def collect(run_dir: Path) -> dict[str, Any]:
         s["abs_dir"] = run_dir / s["dir"]
         spec = specs[s["index"] - 1] if 0 < s["index"] <= len(specs) else {}
         s["params"] = spec.get("params") or {}
-        s["label"] = f"{s['index']:02d} {s['op']}"
+        if s.get("iteration"):  # a step inside a loop: its parameters are in the loop's steps
+            inner = [next(iter(x.items())) for x in s["params"].get("steps", []) if isinstance(x, dict)]
+            s["params"] = next(((p or {}) for name, p in inner if name == s["op"]), {})
+        s["label"] = f"{s['index']:02d} {s['op']}" + (f" @{s['iteration']}" if s.get("iteration") else "")
     data_steps = [s for s in steps if StepStore(s["abs_dir"]).shards()]
     final_ids = _final_ids(data_steps[-1]) if data_steps else None
     return {
@@ -414,9 +417,32 @@ def _eval_section(d: dict) -> str:
         title = f"{s['label']}: training loss ({n} examples, {t.get('steps')} steps)"
         chart = svg.lines(series, title, "logging step", "loss", f"train:{s['index']}")
         html += f'<figure class="plot">{chart}</figure>'
+    html += _loop_curves(d["steps"])
     if d.get("compare"):
         html += "<h3>Data-efficiency experiment</h3>" + compare_html(d["compare"])
     return html or "<p>This run has no training or evaluation step.</p>"
+
+
+def _loop_curves(steps: list[dict]) -> str:
+    """Each loop's value curve: every metric its evaluators reported, round by round."""
+    html = ""
+    for s in steps:
+        curve = s.get("stats", {}).get("curve") if s.get("kind") == "loop" else None
+        if not curve:
+            continue
+        keys = list(dict.fromkeys(k for point in curve for k in point if k != "iteration"))
+        stopped = s["stats"].get("stopped")
+        html += (
+            f"<h3>Loop (step {s['index']}): {len(curve)} iteration(s), stopped by {escape(str(stopped))}</h3>"
+        )
+        html += _table(["iteration", *keys], [[p["iteration"], *[p.get(k) for k in keys]] for p in curve])
+        for key in keys:
+            if key == "rows":
+                continue
+            pts = [(p["iteration"], p.get(key), "") for p in curve]
+            chart = svg.lines({key: pts}, f"{key} by iteration", "iteration", key, f"loop:{s['index']}:{key}")
+            html += f'<figure class="plot">{chart}</figure>'
+    return html
 
 
 def efficiency_svg(results: list[dict], key: str, title: str, name: str | None = None) -> str:
