@@ -35,7 +35,7 @@ import yaml
 
 from bench.common import ROOT, SHARED
 from dataflywheel.engine.local import LocalExecutor
-from dataflywheel.evaluate.compare import run_compare
+from dataflywheel.experiments.compare import run_compare
 from dataflywheel.recipe.validate import validate_file
 
 BASE = '{backend: hf, model: "embedded:smollm2-135m-instruct", device: cpu}'

@@ -53,14 +53,14 @@ def one(args) -> None:
     if args.mode == "local":
         from dataflywheel.engine.local import LocalExecutor
 
-        result = LocalExecutor(rec, ops, run_dir, progress=False, report=False).run(fresh=True)
+        result = LocalExecutor(rec, ops, run_dir, progress=False).run(fresh=True)
     else:
         from dataflywheel.engine.ray_executor import RayExecutor, init_ray
 
         init_ray(args.address, None if args.address else args.workers)
         startup = time.perf_counter() - start  # included in the total, reported apart
         result = RayExecutor(
-            rec, ops, run_dir, progress=False, report=False, address=args.address, workers=args.workers
+            rec, ops, run_dir, progress=False, address=args.address, workers=args.workers
         ).run(fresh=True)
     total = time.perf_counter() - start
     digest = hashlib.sha256(result.output_path.read_bytes()).hexdigest()[:16]

@@ -49,7 +49,7 @@ def run(
     target = run_dir or Path("runs") / rec.name
     try:
         kind = executor or ("ray" if address else rec.executor)
-        options = {"progress": not quiet and sys.stderr.isatty(), "report": report}
+        options = {"progress": not quiet and sys.stderr.isatty()}
         if kind == "ray":
             from dataflywheel.engine.ray_executor import RayExecutor
 
@@ -61,6 +61,10 @@ def run(
         result = runner.run(fresh=fresh)
     except FlywheelError as e:
         _fail(e)
+    if report:
+        from dataflywheel.report import write_report
+
+        write_report(result.run_dir)
     console.print(summary_table(result))
     metrics = [(s.index, s.op, s.stats["metrics"]) for s in result.steps if "metrics" in s.stats]
     if metrics:
@@ -285,7 +289,7 @@ def compare(
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
     """The data-efficiency experiment: train the same model on each candidate dataset, evaluate all."""
-    from dataflywheel.evaluate.compare import load_spec, run_compare
+    from dataflywheel.experiments.compare import load_spec, run_compare
 
     try:
         target = out or Path("runs") / load_spec(spec).name

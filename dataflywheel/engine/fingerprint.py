@@ -7,34 +7,13 @@ import os
 from functools import cache
 from pathlib import Path
 
-import orjson
 import xxhash
 
 import dataflywheel
+from dataflywheel.hashing import digest
 
 # Bump when the engine changes what it writes for the same op (lineage, shard layout, drop log).
 ENGINE_FORMAT = 1
-
-
-def digest(*parts: object) -> str:
-    h = xxhash.xxh3_128()
-    for p in parts:
-        h.update(orjson.dumps(p, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str))
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
-def file_digest(path: str) -> str:
-    """Content hash of a file or of every file in a folder (a saved HF dataset)."""
-    h = xxhash.xxh3_128()
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 23):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 @cache

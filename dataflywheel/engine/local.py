@@ -30,6 +30,7 @@ from dataflywheel.engine.manifest import Manifest
 from dataflywheel.engine.progress import Progress
 from dataflywheel.engine.store import DROP_SCHEMA, StepStore, atomic_write_json, drop_rows, write_table
 from dataflywheel.errors import FlywheelError
+from dataflywheel.hashing import file_digest
 from dataflywheel.models.client import load_models
 from dataflywheel.ops.base import (
     Evaluator,
@@ -109,13 +110,11 @@ class LocalExecutor:
         run_dir: str | Path,
         progress: bool = True,
         model_loader: Callable[[Recipe], dict[str, Any]] | None = None,
-        report: bool = True,
     ):
         self.recipe, self.ops = recipe, ops
         self.run_dir = Path(run_dir)
         self.progress = Progress(enabled=progress)
         self.model_loader = model_loader
-        self.report = report
 
     # ------------------------------------------------------------------ the run
     def run(self, fresh: bool = False) -> RunResult:
@@ -147,8 +146,6 @@ class LocalExecutor:
             finally:
                 for m in models.values():
                     m.close()
-            if self.report:
-                write_report(self.run_dir)
             return RunResult(self.run_dir, output, results, results[0].rows_in, rows_out)
 
     def _context(self, op: Op, models: dict, iteration: int = 0) -> OpContext:
@@ -213,7 +210,7 @@ class LocalExecutor:
         parts = []
         for spec in self.recipe.inputs:
             path = self.recipe.input_path(spec)
-            content = path if path.startswith("hf://") else fp.file_digest(path)
+            content = path if path.startswith("hf://") else file_digest(path)
             on_error = spec.on_error or self.recipe.on_error
             parts.append([content, spec.format, spec.name, spec.split, on_error])
         return fp.digest("read", parts, self.recipe.shard_size, fp.code_version())
@@ -492,19 +489,6 @@ class LocalExecutor:
             for shard in StepStore(last.dir).shards():
                 writer.write_table(pq.read_table(shard))
         return path
-
-
-def write_report(run_dir: Path) -> Path | None:
-    """report.html beside the manifest; a report that cannot be drawn never fails a finished run."""
-    import sys
-
-    from dataflywheel.report import build_report
-
-    try:
-        return build_report(run_dir)
-    except Exception as e:  # the run's data and manifest are already complete
-        print(f"warning: report.html was not written: {type(e).__name__}: {e}", file=sys.stderr)
-        return None
 
 
 def process_shard(op: Op, shard: Path, store: StepStore, k: int) -> int:

@@ -162,7 +162,7 @@ class RayExecutor(LocalExecutor):
         """GPUs per model actor: the recipe's setting, else one when a model asks for a CUDA device."""
         if self.gpus:
             return self.gpus
-        return 1.0 if any(str(getattr(sp, "device", "")).startswith("cuda") for sp in specs.values()) else 0.0
+        return 1.0 if any(sp.device.startswith("cuda") for sp in specs.values()) else 0.0
 
     def _shards_dataset(self, pending: list[tuple[int, Path]]):
         import ray.data

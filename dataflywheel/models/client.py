@@ -21,6 +21,7 @@ from dataflywheel.models.base import (
     Sampling,
 )
 from dataflywheel.models.cache import CallCache
+from dataflywheel.models.spec import ModelSpec
 
 BACKEND_CAPABILITIES: dict[str, frozenset[str]] = {
     "hf": frozenset({CHAT, LOGPROBS, EMBED}),
@@ -71,7 +72,7 @@ def _quiet_transformers() -> None:
         pass
 
 
-def build_backend(spec: Any) -> Backend:
+def build_backend(spec: ModelSpec) -> Backend:
     """A backend from a recipe's ModelSpec (heavy imports happen here, on first use)."""
     if spec.backend in ("hf", "sentence-transformers"):
         _quiet_transformers()
@@ -106,9 +107,11 @@ def build_backend(spec: Any) -> Backend:
 class Model:
     """A recipe's named model. Deterministic requests go through the cache; everything is counted."""
 
-    def __init__(self, name: str, spec: Any, cache: CallCache | None = None, backend: Backend | None = None):
+    def __init__(
+        self, name: str, spec: ModelSpec, cache: CallCache | None = None, backend: Backend | None = None
+    ):
         self.name, self.spec = name, spec
-        self.cache = cache if cache is not None else CallCache(mode=getattr(spec, "cache", "read_write"))
+        self.cache = cache if cache is not None else CallCache(mode=spec.cache)
         self._backend = backend
         self.usage = Usage()
 
@@ -125,10 +128,7 @@ class Model:
         return BACKEND_CAPABILITIES.get(self.spec.backend, frozenset())
 
     def _price(self, prompt: int, completion: int) -> float:
-        return (
-            prompt * getattr(self.spec, "price_per_m_input", 0.0)
-            + completion * getattr(self.spec, "price_per_m_output", 0.0)
-        ) / 1e6
+        return (prompt * self.spec.price_per_m_input + completion * self.spec.price_per_m_output) / 1e6
 
     def _cached(self, kind: str, requests: list[Any], run, encode, decode, count=None) -> list[Any]:
         """Serve what the cache has, ask the backend for the rest, store the successes.
@@ -274,7 +274,8 @@ def _chat_from_json(d: dict) -> ChatResult:
 
 
 def load_models(recipe: Any, cache: CallCache | None = None) -> dict[str, Model]:
-    """The recipe's named models (backends load lazily, on first use)."""
+    """The named models of ``recipe`` (anything with ``models: dict[str, ModelSpec]``); backends load
+    lazily, on first use."""
     shared = {}
     out = {}
     for name, spec in recipe.models.items():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dataflywheel.engine.fingerprint import digest
-from dataflywheel.models import embedded
+from dataflywheel.hashing import digest
+from dataflywheel.models import embedded, template
 from dataflywheel.models.base import (
     CHAT,
     EMBED,
@@ -125,33 +125,20 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ templates
     def render(self, conversation: Conversation, generation_prompt: bool = True) -> str:
-        if not conversation and generation_prompt:
-            return self.assistant_header()
-        return self.tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=generation_prompt, tokenize=False
-        )
+        return template.render(self.tokenizer, conversation, generation_prompt)
 
     def assistant_header(self) -> str:
-        """What the template puts before a reply (e.g. '<|im_start|>assistant\\n'): the context of IFD's
-        "direct" score, like Cherry LLM's bare '### Response:'."""
-        probe = [{"role": "user", "content": "x"}]
-        with_header = self.tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
-        without = self.tokenizer.apply_chat_template(probe, add_generation_prompt=False, tokenize=False)
-        return with_header[len(without) :] if with_header.startswith(without) else ""
+        return template.assistant_header(self.tokenizer)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return template.encode(self.tokenizer, text)
 
     def split_ids(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt (with the assistant header) and of the response that follows it."""
         return self.split_text_ids(self.render(conversation), response)
 
     def split_text_ids(self, prompt_text: str, response: str) -> tuple[list[int], list[int]]:
-        prompt = self.encode(prompt_text)
-        full = self.encode(prompt_text + response)
-        if full[: len(prompt)] == prompt:
-            return prompt, full[len(prompt) :]
-        return prompt, self.encode(response)  # a token crosses the boundary: keep the two apart
+        return template.split_ids(self.tokenizer, prompt_text, response)
 
     # ------------------------------------------------------------------ chat
     def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:

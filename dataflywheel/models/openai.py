@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dataflywheel.engine.fingerprint import digest
+from dataflywheel.hashing import digest
 from dataflywheel.models.base import (
     CHAT,
     EMBED,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataflywheel.engine.fingerprint import digest
+from dataflywheel.hashing import digest
 from dataflywheel.models import embedded
 from dataflywheel.models.base import EMBED, Backend, ModelError
 from dataflywheel.models.hf import pick_device

@@ -5,8 +5,8 @@ vLLM is imported only when this backend is built; without it, or without a GPU, 
 
 from __future__ import annotations
 
-from dataflywheel.engine.fingerprint import digest
-from dataflywheel.models import embedded
+from dataflywheel.hashing import digest
+from dataflywheel.models import embedded, template
 from dataflywheel.models.base import (
     CHAT,
     LOGPROBS,
@@ -71,10 +71,7 @@ class VLLMBackend(Backend):
             seed=sampling.seed,
             logprobs=0 if sampling.logprobs else None,
         )
-        prompts = [
-            self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-            for c in conversations
-        ]
+        prompts = [template.render(self.tokenizer, c) for c in conversations]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
         for out in outs:
@@ -92,16 +89,11 @@ class VLLMBackend(Backend):
 
         prompts, starts = [], []
         for conv, resp in zip(conversations, responses, strict=True):
-            head = (
-                self.tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-                if conv
-                else ""
+            # the same prompt text and split as the hf backend (an empty conversation is the header)
+            head_ids, resp_ids = template.split_ids(
+                self.tokenizer, template.render(self.tokenizer, conv), resp
             )
-            head_ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
-            full_ids = self.tokenizer(head + resp, add_special_tokens=False)["input_ids"]
-            if full_ids[: len(head_ids)] != head_ids:
-                full_ids = head_ids + self.tokenizer(resp, add_special_tokens=False)["input_ids"]
-            prompts.append({"prompt_token_ids": full_ids})
+            prompts.append({"prompt_token_ids": head_ids + resp_ids})
             starts.append(len(head_ids))
         params = SamplingParams(max_tokens=1, prompt_logprobs=0)
         outs = self.llm.generate(prompts, params, use_tqdm=False)

@@ -74,7 +74,7 @@ class OpContext:
         """A path parameter resolved like the recipe's inputs ($VARS expanded, relative to the recipe)."""
         import os
 
-        from dataflywheel.recipe.models import expand_path
+        from dataflywheel.paths import expand_path
 
         value = expand_path(value)
         return value if os.path.isabs(value) or self.base_dir is None else os.path.join(self.base_dir, value)

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+from dataflywheel.models.spec import ModelSpec
+from dataflywheel.paths import expand_path
 
-
-def expand_path(value: str) -> str:
-    """Expand ``~``, ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` (data paths often live in a variable)."""
-
-    def sub(m: re.Match) -> str:
-        name = m.group(1) or m.group(3)
-        if name in os.environ:
-            return os.environ[name]
-        if m.group(2) is not None:
-            return m.group(2)
-        return m.group(0)
-
-    return os.path.expanduser(_VAR.sub(sub, value))
+__all__ = ["InputSpec", "ModelSpec", "OutputSpec", "RaySpec", "Recipe", "StepSpec", "expand_path"]
 
 
 class _Strict(BaseModel):
@@ -40,39 +28,6 @@ class InputSpec(_Strict):
     )
     split: str | None = Field(None, description="split of a saved DatasetDict or a hub dataset")
     on_error: Literal["raise", "skip"] | None = Field(None, description="overrides the recipe's on_error")
-
-
-class ModelSpec(_Strict):
-    backend: Literal["hf", "openai", "vllm", "sentence-transformers"] = Field(
-        description="how to run the model"
-    )
-    model: str = Field(description="embedded:NAME, a local folder, a hub name, or the server's model name")
-    device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
-    dtype: str = Field("auto", description="float32, bfloat16, float16 or auto")
-    base_url: str | None = Field(
-        None, description="openai backend: the server's URL, e.g. http://127.0.0.1:8000/v1"
-    )
-    api_key_env: str | None = Field(
-        None, description="openai backend: environment variable holding the API key"
-    )
-    max_concurrency: int = Field(8, ge=1, description="openai backend: requests in flight at once")
-    timeout_s: float = Field(120.0, gt=0, description="seconds before a request is retried")
-    max_retries: int = Field(
-        5, ge=0, description="retries of a failed request before it is recorded as failed"
-    )
-    batch_size: int = Field(16, ge=1, description="hf backend: sequences per forward pass")
-    cache: Literal["read_write", "read_only", "off"] = Field(
-        "read_write", description="persistent call cache"
-    )
-    price_per_m_input: float = Field(0.0, ge=0, description="price per million prompt tokens")
-    price_per_m_output: float = Field(0.0, ge=0, description="price per million completion tokens")
-    trust_remote_code: bool = Field(False, description="let transformers run code shipped with the model")
-
-    @field_validator("cache", mode="before")
-    @classmethod
-    def _yaml_off(cls, value):
-        # YAML 1.1 reads a bare `off` as false: take it as the user meant it
-        return "off" if value is False else value
 
 
 class OutputSpec(_Strict):

@@ -10,6 +10,7 @@ import pytest
 
 from dataflywheel.engine.runinfo import drop_log, load_manifest
 from dataflywheel.recipe.validate import validate_file
+from dataflywheel.report import write_report
 from tests.engine.test_local import make_recipe, read_jsonl, run
 
 LOOP = """
@@ -48,7 +49,7 @@ def test_each_round_feeds_the_next_and_tags_the_rows_it_made(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [metrics[f"01-test_countdown@{it}"]["round"] for it in (1, 2, 3)] == [1, 2, 3]
     # the report draws the value curve: one point per round and the line through them
-    html = (tmp_path / "run" / "report.html").read_text()
+    html = write_report(tmp_path / "run").read_text()
     assert 'data-chart="loop:1:test_countdown.value" data-marks="4"' in html
 
 
@@ -137,7 +138,7 @@ def test_a_real_model_evolves_round_by_round(tmp_path):
 
     recipe, ops, problems = validate_file(path)
     assert not problems, problems
-    ex = LocalExecutor(recipe, ops, tmp_path / "run", progress=False, report=False)
+    ex = LocalExecutor(recipe, ops, tmp_path / "run", progress=False)
     seen = {}
     original = ex._run_step
 

@@ -79,7 +79,7 @@ def run(path: Path, run_dir: Path, executor: str, minilm=None):
             return {n: Model(n, spec, backend=minilm) for n, spec in r.models.items()}
 
     cls = RayExecutor if executor == "ray" else LocalExecutor
-    return cls(rec, ops, run_dir, progress=False, model_loader=loader, report=False).run()
+    return cls(rec, ops, run_dir, progress=False, model_loader=loader).run()
 
 
 def drop_log(run_dir: Path) -> list[tuple]:

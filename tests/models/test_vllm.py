@@ -30,3 +30,40 @@ def test_vllm_matches_hf_greedy_and_scores_like_hf(smollm2):
     assert vl.chat(convs, Sampling(max_tokens=16))[0].text == hf.chat(convs, Sampling(max_tokens=16))[0].text
     a, b = vl.logprobs(convs, ["Paris."])[0].logprobs, hf.logprobs(convs, ["Paris."])[0].logprobs
     assert a == pytest.approx(b, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_vllm_scores_the_tokens_hf_scores_even_with_no_context(smollm2, monkeypatch):
+    """IFD's direct score on both backends: the vllm backend's prompts and its reading of vLLM's prompt
+    log-probabilities (here from an engine that runs the same SmolLM2) equal the hf backend's numbers,
+    for an empty context (the assistant header alone) as for a real one."""
+    import sys
+    import types
+
+    import torch
+
+    from dataflywheel.models.vllm import VLLMBackend
+
+    class Engine:
+        def generate(self, prompts, params, use_tqdm=False):
+            outs = []
+            for p in prompts:
+                ids = p["prompt_token_ids"]
+                with torch.no_grad():
+                    logits = smollm2.model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+                steps = [None] + [
+                    {ids[i]: types.SimpleNamespace(logprob=float(logits[i - 1, ids[i]]))}
+                    for i in range(1, len(ids))
+                ]
+                outs.append(types.SimpleNamespace(prompt_logprobs=steps))
+            return outs
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=lambda **kw: kw))
+    vl = VLLMBackend.__new__(VLLMBackend)
+    vl.tokenizer, vl.llm = smollm2.tokenizer, Engine()
+    convs = [[], [{"role": "user", "content": "What is the capital of France?"}]]
+    responses = ["Paris is the capital of France.", "Paris."]
+    ours, theirs = vl.logprobs(convs, responses), smollm2.logprobs(convs, responses)
+    for a, b in zip(ours, theirs, strict=True):
+        assert len(a.logprobs) == len(b.logprobs)  # every response token scored, the first one too
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)

@@ -14,6 +14,7 @@ import pytest
 from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.models.client import Model
 from dataflywheel.recipe.validate import validate_file
+from dataflywheel.report import write_report
 from tests.conftest import ROOT
 from tests.engine.test_local import read_jsonl
 
@@ -57,6 +58,7 @@ def report(tmp_path_factory, minilm):
         return {n: Model(n, spec, backend=minilm) for n, spec in rec.models.items()}
 
     result = LocalExecutor(recipe, ops, tmp / "run", progress=False, model_loader=loader).run()
+    write_report(result.run_dir)
     return result
 
 

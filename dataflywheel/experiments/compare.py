@@ -25,7 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataflywheel.errors import RecipeError
-from dataflywheel.recipe.models import ModelSpec, expand_path
+from dataflywheel.models.spec import ModelSpec
+from dataflywheel.paths import expand_path
 
 
 class _Strict(BaseModel):
@@ -110,6 +111,7 @@ def candidate_recipe(spec: CompareSpec, slug: str, data: str | None, base_dir: P
 def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]:
     from dataflywheel.engine.local import LocalExecutor
     from dataflywheel.recipe.validate import validate_recipe
+    from dataflywheel.report import write_report
     from dataflywheel.report.run import build_compare_report, efficiency_svg
 
     spec = load_spec(path)
@@ -122,6 +124,7 @@ def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]
         if problems:
             raise RecipeError(problems, f"{path} candidate '{name}'")
         run = LocalExecutor(recipe, ops, out_dir / "candidates" / slug, progress=progress).run()
+        write_report(run.run_dir)
         metrics: dict[str, Any] = {}
         for step in run.steps:
             metrics.update(step.stats.get("metrics", {}))
