@@ -31,15 +31,41 @@ def params_rows(cls: type[Op]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _placeholder(name: str, annotation: object) -> object:
+    text = str(annotation)
+    if text.startswith(("list", "typing.List")) or annotation is list:
+        return [f"<{name}>"]
+    if text.startswith(("dict", "typing.Dict")) or annotation is dict:
+        return {}
+    if annotation is int:
+        return 1
+    if annotation is float:
+        return 1.0
+    return f"<{name}>"
+
+
+def example(cls: type[Op]) -> Op:
+    """The op with its default parameters, required ones shown as ``<name>`` (never validated, never run):
+    what its columns are with the defaults."""
+    values = {}
+    for name, info in cls.Params.model_fields.items():
+        if info.default is PydanticUndefined and info.default_factory is None:
+            values[name] = _placeholder(name, info.annotation)
+        else:
+            values[name] = info.get_default(call_default_factory=True)
+    return cls(cls.Params.model_construct(**values))
+
+
 def entry(name: str) -> dict:
     cls = registry.get(name)
+    op = example(cls)
     return {
         "name": name,
         "kind": cls.kind,
         "summary": summary(cls),
         "doc": inspect.getdoc(cls) or "",
-        "reads": list(cls.reads),
-        "writes": list(cls.writes),
+        "reads": op.input_columns(),
+        "writes": op.output_columns(),
         "params": params_rows(cls),
     }
 
@@ -65,4 +91,5 @@ def describe(name: str) -> Group:
     io_line = f"**kind:** {e['kind']}"
     if e["reads"] or e["writes"]:
         io_line += f"  **reads:** {', '.join(e['reads']) or '-'}  **writes:** {', '.join(e['writes']) or '-'}"
+        io_line += "  (with the default parameters; `<name>` is a required one)"
     return Group(Markdown(f"# {name}\n\n{e['doc']}\n\n{io_line}"), params)

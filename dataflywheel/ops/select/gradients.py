@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataflywheel.data import schema as S
+from dataflywheel.train.tokenize import sft_features
 
 
 @dataclass
@@ -70,15 +71,14 @@ class LoraGradients:
 
     # ------------------------------------------------------------------ data
     def example(self, messages: list[dict]) -> Example | None:
-        """Loss on the final assistant turn and its end-of-turn token, given everything before it."""
-        b = self.backend
-        if not messages or messages[-1]["role"] != "assistant":
+        """Loss on every assistant turn (its text and end-of-turn marker), given everything before it:
+        the same tokens SFT trains on (train.tokenize), so the gradients are those of the training loss."""
+        if not messages or not any(m["role"] == "assistant" for m in messages):
             return None
-        prompt, resp = b.split_ids(S.prompt_of(messages), messages[-1]["content"])
-        resp = resp + [b.tokenizer.eos_token_id]
-        ids = (prompt + resp)[: self.max_length]
-        labels = ([-100] * len(prompt) + resp)[: self.max_length]
-        return Example(ids, labels) if any(t != -100 for t in labels[1:]) else None
+        features = sft_features(self.backend.tokenizer, messages, self.max_length)
+        if features is None or all(t == -100 for t in features["labels"][1:]):
+            return None
+        return Example(features["input_ids"], features["labels"])
 
     def _batch(self, examples: list[Example]):
         torch = self.torch

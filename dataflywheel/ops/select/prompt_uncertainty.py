@@ -25,12 +25,17 @@ def perturb(text: str, drop: float, seed: int, key: str, k: int) -> str:
 class PromptUncertainty(Scorer):
     """Prompt uncertainty of Active Instruction Tuning (Kung et al., EMNLP 2023).
 
-    The model answers the original instruction greedily (its own prediction y; no labels needed). Then
-    K perturbed instructions drop each word with probability 0.2, and
-    PU = mean_k |p(y | I) - p(y | I'_k)|, with p = exp(-mean token NLL) the sentence likelihood.
-    Also ``score_pp`` = p(y | I), the prediction probability (the Task Map's other axis: low PP is
-    "difficult", high PU "ambiguous"). The instruction is the conversation's last user turn; earlier
-    turns stay as they are. For task-level selection, aggregate by a task column with ``group_select``.
+    The model answers the original prompt greedily (its own prediction y; no labels needed). Then K
+    perturbed prompts drop each token (whitespace-separated) of the task instruction I with probability
+    0.2, leaving the instance input x intact, and PU = mean_k |p(y | I, x) - p(y | I'_k, x)|, with
+    p = exp(-mean token NLL) the sentence likelihood. Also ``score_pp`` = p(y | I, x), the prediction
+    probability (the Task Map's other axis: low PP is "difficult", high PU "ambiguous").
+
+    Where the instruction is, in the conversation's last user turn: the text of ``instruction_column``
+    when a row has it (a task definition, as NIV2's); otherwise the turn's first paragraph when an input
+    follows it after a blank line (how Alpaca's instruction and input are joined); otherwise the whole
+    turn. Earlier turns stay as they are. For task-level selection, aggregate by a task column with
+    ``group_select``.
     """
 
     class Params(OpParams):
@@ -39,11 +44,17 @@ class PromptUncertainty(Scorer):
         drop: float = Field(0.2, gt=0, lt=1, description="probability of dropping each word (paper: 0.2)")
         max_tokens: int = Field(64, ge=1, description="length of the model's own prediction")
         seed: int | None = Field(None, description="seed of the perturbations; the recipe's seed when unset")
+        instruction_column: str | None = Field(
+            None, description="column with each row's task instruction (the text perturbed in the prompt)"
+        )
 
     reads = (S.MESSAGES,)
     writes = ("score_pu", "score_pp")
     needs: ClassVar[dict[str, tuple[str, ...]]] = {"model": (CHAT, LOGPROBS)}
     batch_rows = 16
+
+    def input_columns(self) -> list[str]:
+        return [S.MESSAGES] + ([self.params.instruction_column] if self.params.instruction_column else [])
 
     def score(self, batch: pa.Table) -> dict:
         p = self.params
@@ -51,14 +62,18 @@ class PromptUncertainty(Scorer):
         model = self.ctx.model(p.model)
         convs = batch.column(S.MESSAGES).to_pylist()
         ids = batch.column(S.ID).to_pylist()
+        given = (
+            batch.column(p.instruction_column).to_pylist() if p.instruction_column else [None] * len(convs)
+        )
         prompts = [S.prompt_of(c) for c in convs]
         preds = model.chat(prompts, Sampling(max_tokens=p.max_tokens))
         ctxs, resps, owner = [], [], []
         for r, (prompt, pred) in enumerate(zip(prompts, preds, strict=True)):
             if pred.error is not None or not (pred.text or "").strip():
                 continue
+            before, instruction, after = split_instruction(_last_user(prompt), given[r])
             variants = [prompt] + [
-                _replace_last_user(prompt, perturb(_last_user(prompt), p.drop, seed, ids[r], k))
+                _replace_last_user(prompt, before + perturb(instruction, p.drop, seed, ids[r], k) + after)
                 for k in range(p.perturbations)
             ]
             ctxs += variants
@@ -75,6 +90,17 @@ class PromptUncertainty(Scorer):
             pp[r] = probs[0]
             pu[r] = float(np.mean([abs(probs[0] - q) for q in probs[1:]]))
         return {"score_pu": pu, "score_pp": pp}
+
+
+def split_instruction(turn: str, instruction: str | None = None) -> tuple[str, str, str]:
+    """(before, instruction, after) of a user turn: only the middle part is perturbed."""
+    if instruction and instruction in turn:
+        i = turn.index(instruction)
+        return turn[:i], instruction, turn[i + len(instruction) :]
+    head, sep, rest = turn.partition("\n\n")
+    if sep and rest.strip():
+        return "", head, sep + rest
+    return "", turn, ""
 
 
 def _last_user(conv: list[dict]) -> str:

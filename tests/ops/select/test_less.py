@@ -55,6 +55,30 @@ def test_batched_gradients_equal_one_backward_per_sample(smollm2):
 
 
 @pytest.mark.slow
+def test_multi_turn_examples_take_the_loss_of_every_assistant_turn(smollm2):
+    lg = G.LoraGradients(smollm2, r=4, alpha=16, dropout=0.0, targets=("q_proj", "v_proj"), max_length=256)
+    conv = [
+        {"role": "user", "content": "Name a color."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "And a fruit?"},
+        {"role": "assistant", "content": "An apple."},
+    ]
+    ex = lg.example(conv)
+    labelled = smollm2.tokenizer.decode([t for t in ex.labels if t != -100])
+    assert "Blue." in labelled and "An apple." in labelled  # both answers, not only the last
+    assert "Name a color" not in labelled and "fruit" not in labelled
+    last_only = lg.example(conv[:2])
+    assert sum(t != -100 for t in ex.labels) > sum(t != -100 for t in last_only.labels)
+    lora = {n: p.detach().clone() for n, p in lg.model.named_parameters() if p.requires_grad}
+    np.testing.assert_allclose(
+        lg.per_sample_grads([ex], lora, batch_size=1),
+        lg.per_sample_grads_loop([ex], lora),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+
+
+@pytest.mark.slow
 def test_less_picks_in_domain_rows(tmp_path, shared_data):
     gsm = [json.loads(x) for x in (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines()[:28]]
     chat = json.loads(

@@ -72,3 +72,35 @@ def test_prompt_uncertainty_equals_a_manual_computation(smollm2):
     assert out["score_pp"][0] == pytest.approx(p0, abs=1e-4)
     assert out["score_pu"][0] == pytest.approx(sum(abs(p0 - q) for q in pk) / 3, abs=1e-4)
     assert 0 <= out["score_pu"][0] <= 1
+
+
+def test_only_the_instruction_is_perturbed_never_the_input():
+    from dataflywheel.ops.select.prompt_uncertainty import split_instruction
+    from tests.fakes import ScriptedBackend, context
+
+    words = " ".join(f"w{i}" for i in range(30))
+    rows = [
+        {"id": "a", "messages": [{"role": "user", "content": f"{words}\n\nINPUT stays whole here"}]},
+        {"id": "b", "messages": [{"role": "user", "content": f"Task: {words} Now: x=1"}], "task": words},
+        {"id": "c", "messages": [{"role": "user", "content": words}]},
+    ]
+    backend = ScriptedBackend(default="an answer")
+    op = registry.get("prompt_uncertainty")(
+        {"model": "m", "perturbations": 4, "instruction_column": "task"}, context(m=backend)
+    )
+    table = io.rows_to_table([{**r, "task": r.get("task")} for r in rows])
+    out = op.score(table)
+    assert all(v is not None for v in out["score_pu"])
+    scored = backend.calls[3:]  # after the three greedy predictions: 5 prompts per row
+    for r, prompts in zip(rows, [scored[0:5], scored[5:10], scored[10:15]], strict=True):
+        turn = r["messages"][0]["content"]
+        before, instruction, after = split_instruction(turn, r.get("task"))
+        assert prompts[0][-1]["content"] == turn
+        for conv in prompts[1:]:
+            text = conv[-1]["content"]
+            assert text.startswith(before) and text.endswith(after)
+            middle = text[len(before) : len(text) - len(after)].split()
+            assert set(middle) <= set(instruction.split()) and len(middle) < len(instruction.split())
+    assert split_instruction(rows[0]["messages"][0]["content"])[2] == "\n\nINPUT stays whole here"
+    assert split_instruction(rows[1]["messages"][0]["content"], words) == ("Task: ", words, " Now: x=1")
+    assert split_instruction(words) == ("", words, "")
