@@ -33,6 +33,7 @@ from dataflywheel.errors import FlywheelError
 from dataflywheel.hashing import file_digest
 from dataflywheel.models.client import load_models
 from dataflywheel.ops.base import (
+    CONTENT_COLUMNS,
     Evaluator,
     Filter,
     GenerationBudget,
@@ -376,7 +377,7 @@ class LocalExecutor:
                 d.column("detail").to_pylist(),
                 orjson.loads(stats_path.read_bytes()),
             )
-        cols = list(dict.fromkeys([S.ID, *op.input_columns()]))
+        cols = list(dict.fromkeys([S.ID, *op.view_columns()]))
         view = self._view(op, inputs, cols) if inputs else pa.table({S.ID: []})
         selection = op.select(view)
         indices = np.asarray(selection.indices, dtype=np.int64)
@@ -589,7 +590,8 @@ def _stamp(op: Generator, row: dict, seen: set, model: str | None) -> dict:
 
 def shard_view(op: Selector, shard: Path, cols: list[str]) -> pa.Table:
     """One shard's share of a selector's view: its declared columns plus its per-shard features."""
-    table = pq.read_table(shard, columns=cols)
+    present = set(pq.read_schema(shard).names)  # content columns for a tokens budget: those the data has
+    table = pq.read_table(shard, columns=[c for c in cols if c in present or c not in CONTENT_COLUMNS])
     extra = op.shard_features(table)
     return _with_columns(table, pa.table(extra)) if extra else table
 

@@ -1,7 +1,8 @@
 """The data-efficiency experiment: the same model, the same training budget, several candidate datasets
 (the full pool, a random k, each selector's k ...), one eval set; a table and a plot of quality against
-data size. Each candidate is an ordinary recipe run (train, then evaluate), so it is checkpointed,
-resumable and reused like any other run.
+training tokens (select candidates with a ``tokens:`` budget to compare them at equal cost). Each
+candidate is an ordinary recipe run (train, then evaluate), so it is checkpointed, resumable and reused
+like any other run.
 
     version: 1
     name: alpaca-10pct
@@ -108,6 +109,18 @@ def candidate_recipe(spec: CompareSpec, slug: str, data: str | None, base_dir: P
     }
 
 
+def training_tokens(step_dir: str, base: ModelSpec) -> int:
+    """Tokens a candidate trains on, under the base model's tokenizer (the default one for a server):
+    candidates are compared at equal tokens, so a selection of long rows cannot win by row count."""
+    import pyarrow.parquet as pq
+
+    from dataflywheel.lib.tokens import DEFAULT_TOKENIZER, row_tokens
+
+    tokenizer = base.model if base.backend in ("hf", "vllm") else DEFAULT_TOKENIZER
+    shards = sorted(Path(step_dir).glob("shard-*.parquet"))
+    return int(sum(row_tokens(pq.read_table(s), tokenizer).sum() for s in shards))
+
+
 def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]:
     from dataflywheel.engine.local import LocalExecutor
     from dataflywheel.recipe.validate import validate_recipe
@@ -132,6 +145,7 @@ def run_compare(path: Path, out_dir: Path, progress: bool = False) -> list[dict]
             {
                 "candidate": name,
                 "rows": 0 if data is None else run.steps[0].rows_out,
+                "tokens": 0 if data is None else training_tokens(run.steps[0].dir, spec.base),
                 "nll": metrics.get("nll"),
                 "perplexity": metrics.get("perplexity"),
                 "win_rate": metrics.get("win_rate"),

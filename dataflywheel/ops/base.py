@@ -39,20 +39,39 @@ class OpParams(BaseModel):
 
 
 class BudgetParams(OpParams):
-    """Parameters of an op that keeps a budget of rows (or groups): exactly one of k or fraction."""
+    """Parameters of an op that keeps a budget: exactly one of k (rows or groups), fraction, or tokens.
+
+    Training cost is tokens, so a selection can be held to ``tokens`` of ``tokenizer`` (each row's
+    conversation under its chat template): rows are kept in the selector's order of preference while
+    they fit, and a selector that favours long rows cannot win by row count alone.
+    """
 
     k: int | None = Field(None, ge=0, description="how many to keep")
     fraction: float | None = Field(None, gt=0, le=1, description="fraction to keep, rounded down")
+    tokens: int | None = Field(None, ge=0, description="training tokens to keep at most (see tokenizer)")
+    tokenizer: str = Field(
+        "embedded:smollm2-135m-instruct", description="tokenizer the tokens budget is counted in"
+    )
 
     @model_validator(mode="after")
-    def _k_or_fraction(self):
-        if (self.k is None) == (self.fraction is None):
-            raise ValueError("give exactly one of k or fraction")
+    def _one_budget(self):
+        if sum(x is not None for x in (self.k, self.fraction, self.tokens)) != 1:
+            raise ValueError("give exactly one of k, fraction or tokens")
         return self
 
     def budget(self, n: int) -> int:
-        """The number to keep out of n."""
+        """The number to keep out of n (a rows budget)."""
         return min(n, self.k if self.k is not None else int(n * self.fraction))
+
+    def keep(self, order: Sequence[int], costs: np.ndarray | None = None) -> np.ndarray:
+        """The rows to keep from ``order`` (most preferred first): the first k, or the longest prefix whose
+        token ``costs`` (one per row of the table) fit the tokens budget."""
+        order = np.asarray(order, dtype=np.int64)
+        if self.tokens is None:
+            return order[: self.budget(len(order))]
+        from dataflywheel.lib.tokens import fit_prefix
+
+        return fit_prefix(order, costs, self.tokens)
 
 
 def ModelRef(description: str = "name of a model declared under `models:` in the recipe", default: Any = ...):
@@ -201,6 +220,20 @@ class Selector(Op):
 
     def select(self, table: pa.Table) -> Selection:
         raise NotImplementedError
+
+    def view_columns(self) -> list[str]:
+        """What the engine reads for ``select``: the declared columns, and the content columns (those
+        present) when the op keeps a tokens budget, to count each row's tokens."""
+        cols = self.input_columns()
+        if getattr(self.params, "tokens", None) is not None:
+            cols += [c for c in CONTENT_COLUMNS if c not in cols]
+        return cols
+
+    def token_costs(self, table: pa.Table) -> np.ndarray:
+        """Each row's training tokens under the budget's tokenizer (a tokens budget only)."""
+        from dataflywheel.lib.tokens import row_tokens
+
+        return row_tokens(table, self.params.tokenizer)
 
     def shard_features(self, table: pa.Table) -> dict[str, Any] | None:
         """Per-row work that needs nothing but the row itself (MinHash signatures, say), done shard by

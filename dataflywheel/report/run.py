@@ -448,12 +448,15 @@ def _loop_curves(steps: list[dict]) -> str:
 def efficiency_svg(results: list[dict], key: str, title: str, name: str | None = None) -> str:
     """Quality against data size: one colour per candidate, named in the legend (candidates often share a
     size, so their points would hide each other's labels)."""
+    size = "tokens" if all("tokens" in r for r in results) else "rows"  # older results.json: rows
     per = {
-        r["candidate"]: [(r["rows"], r[key], r["candidate"])]
+        r["candidate"]: [(r[size], r[key], r["candidate"])]
         for r in results
         if isinstance(r.get(key), int | float)
     }
-    return svg.lines(per, title, "training rows", key, name or f"efficiency:{key}", width=760, connect=False)
+    return svg.lines(
+        per, title, f"training {size}", key, name or f"efficiency:{key}", width=760, connect=False
+    )
 
 
 def efficiency_chart(results: list[dict], key: str, title: str) -> str:
@@ -470,11 +473,28 @@ def compare_html(results: list[dict], links: bool = False) -> str:
         if links and r.get("report"):
             name = f'<a href="{escape(r["report"])}">{name}</a>'
         rows.append(
-            [name, r["rows"], r.get("nll"), r.get("perplexity"), r.get("win_rate"), r.get("win_rate_ci95")]
+            [
+                name,
+                r["rows"],
+                r.get("tokens"),
+                r.get("nll"),
+                r.get("perplexity"),
+                r.get("win_rate"),
+                r.get("win_rate_ci95"),
+                r.get("unparsed_verdicts"),
+            ]
         )
-    html = _table(["candidate", "training rows", "nll", "perplexity", "win rate", "win rate 95% CI"], rows)
+    headers = ["candidate", "training rows", "training tokens", "nll", "perplexity", "win rate", "95% CI"]
+    html = _table([*headers, "unparsed verdicts"], rows)
+    sizes = [r["tokens"] for r in results if r.get("tokens")]
+    if len(sizes) > 1 and max(sizes) > 1.1 * min(sizes):
+        ratio = max(sizes) / min(sizes)
+        html += (
+            f"<p>The candidates differ in training tokens (largest / smallest = {ratio:.2f}): compare"
+            " them at equal tokens by selecting each with a <code>tokens:</code> budget.</p>"
+        )
     for key, better in (("nll", "lower"), ("win_rate", "higher")):
-        html += efficiency_chart(results, key, f"{key} against training rows ({better} is better)")
+        html += efficiency_chart(results, key, f"{key} against training tokens ({better} is better)")
     return html
 
 

@@ -39,6 +39,12 @@ def test_compare_trains_each_candidate_and_evaluates_all(tmp_path):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["candidate"] for r in res] == ["base (untrained)", "small", "large"]
     assert [r["rows"] for r in res] == [0, 4, 8]
+    from dataflywheel.data import io
+    from dataflywheel.lib.tokens import row_tokens
+
+    for r, name in zip(res[1:], ("small", "large"), strict=True):  # training tokens, counted independently
+        table = io.rows_to_table(io.read_all(str(tmp_path / f"{name}.jsonl")).rows)
+        assert r["tokens"] == int(row_tokens(table).sum()) > 0
     assert all(math.isfinite(r["nll"]) for r in res)
     assert res[2]["nll"] < res[0]["nll"]  # training on the task's own format lowers the held-out loss
     svg = (tmp_path / "out" / "efficiency.svg").read_text()

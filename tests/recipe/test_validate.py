@@ -59,7 +59,9 @@ def test_every_problem_is_reported_at_once_with_step_and_key(tmp_path):
     )
     problems = problems_of(path)
     assert "step 1 (sampel): unknown operator 'sampel'; did you mean 'sample'?" in problems[0]
-    assert any(p.startswith("step 3 (sample)") and "exactly one of k or fraction" in p for p in problems)
+    assert any(
+        p.startswith("step 3 (sample)") and "exactly one of k, fraction or tokens" in p for p in problems
+    )
     assert any(
         p.startswith("step 4 (head), key 'extra': unknown parameter; valid parameters: n") for p in problems
     )

@@ -39,7 +39,15 @@ class GroupSelect(Selector):
         ranked = sorted(
             (g for g in names if not np.isnan(agg[g])), key=lambda g: agg[g], reverse=p.descending
         )
-        k = max(1, p.budget(len(ranked))) if ranked else 0
+        if p.tokens is not None:  # whole groups in rank order, while their rows' tokens fit
+            costs = self.token_costs(table)
+            group_cost = {g: int(costs[groups == g].sum()) for g in ranked}
+            spent, k = 0, 0
+            while k < len(ranked) and spent + group_cost[ranked[k]] <= p.tokens:
+                spent += group_cost[ranked[k]]
+                k += 1
+        else:
+            k = max(1, p.budget(len(ranked))) if ranked else 0
         chosen = set(ranked[:k])
         keep = np.flatnonzero([g in chosen for g in groups])
         col = pa.array([agg.get(g, float("nan")) if g is not None else None for g in groups], pa.float64())

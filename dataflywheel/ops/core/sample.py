@@ -8,7 +8,8 @@ from dataflywheel.ops.base import BudgetParams, Selection, Selector
 
 
 class Sample(Selector):
-    """Keep a seeded uniform random sample of k rows, or of a fraction of the rows, in their original order.
+    """Keep a seeded uniform random sample of k rows (a fraction of them, or as many as fit a tokens
+    budget), in their original order.
 
     The baseline every selector must beat: the data-efficiency experiments compare against "random k".
     """
@@ -18,7 +19,11 @@ class Sample(Selector):
 
     def select(self, table: pa.Table) -> Selection:
         n = table.num_rows
-        k = self.params.budget(n)
-        seed = self.params.seed if self.params.seed is not None else self.ctx.seed
+        p = self.params
+        seed = p.seed if p.seed is not None else self.ctx.seed
+        if p.tokens is not None:  # a random order, kept while the rows fit the tokens
+            picked = p.keep(np.random.default_rng(seed).permutation(n), self.token_costs(table))
+            return Selection(np.sort(picked), reason=f"not in the random sample of {p.tokens} tokens")
+        k = p.budget(n)
         picked = np.random.default_rng(seed).choice(n, size=k, replace=False)
         return Selection(np.sort(picked), reason=f"not in the random sample of {k}")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from itertools import zip_longest
+
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
@@ -35,7 +37,7 @@ class ClusterSample(Selector):
         p = self.params
         x = matrix(table, p.column)
         n = x.shape[0]
-        k = p.budget(n)
+        k = p.budget(n) if p.tokens is None else n
         seed = p.seed if p.seed is not None else self.ctx.seed
         labels, centroids = kmeans(x, p.n_clusters, seed)
         rng = np.random.default_rng(seed)
@@ -50,10 +52,15 @@ class ClusterSample(Selector):
                 members[c] = rows[np.argsort(((x[rows] - centroids[c]) ** 2).sum(1), kind="stable")]
             else:
                 members[c] = rng.permutation(rows)
-        quota = balanced_quotas({c: len(r) for c, r in members.items()}, k)
-        picked = (
-            np.concatenate([members[c][:q] for c, q in quota.items()]) if quota else np.zeros(0, np.int64)
-        )
+        if p.tokens is not None:  # round-robin over the clusters (balanced), kept while the rows fit
+            order = [r for rnd in zip_longest(*members.values()) for r in rnd if r is not None]
+            picked = p.keep(order, self.token_costs(table))
+            quota = {c: int(np.isin(r, picked).sum()) for c, r in members.items()}
+        else:
+            quota = balanced_quotas({c: len(r) for c, r in members.items()}, k)
+            picked = (
+                np.concatenate([members[c][:q] for c, q in quota.items()]) if quota else np.zeros(0, np.int64)
+            )
         return Selection(
             np.sort(picked).astype(np.int64),
             reason="over its cluster's quota",

@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from dataflywheel.lib.tokens import most_that_fit
 from dataflywheel.ops.base import BudgetParams, Selection, Selector
 from dataflywheel.ops.select.diversity import kcenter_greedy, matrix
 
@@ -13,8 +14,8 @@ class KCenterSelect(Selector):
 
     Each pick is the row farthest from everything picked so far, so the subset covers the embedding
     space with the smallest radius a greedy can guarantee (a 2-approximation of the k-center optimum;
-    Sener and Savarese, "Active Learning for CNNs: A Core-Set Approach", ICLR 2018). The rows keep
-    their input order.
+    Sener and Savarese, "Active Learning for CNNs: A Core-Set Approach", ICLR 2018). With a tokens
+    budget, picks are kept in pick order while they fit. The rows keep their input order.
     """
 
     class Params(BudgetParams):
@@ -31,12 +32,13 @@ class KCenterSelect(Selector):
         p = self.params
         x = matrix(table, p.column)
         n = x.shape[0]
-        k = p.budget(n)
+        costs = self.token_costs(table) if p.tokens is not None else None
+        k = p.budget(n) if costs is None else most_that_fit(costs, p.tokens)
         if n == 0 or k == 0:
             return Selection(np.zeros(0, dtype=np.int64), reason="not among the k centers")
         seed = p.seed if p.seed is not None else self.ctx.seed
         first = p.first if p.first is not None else int(np.random.default_rng(seed).integers(n))
-        picks = kcenter_greedy(x, k, first)
+        picks = p.keep(kcenter_greedy(x, k, first), costs)  # in pick order, while they fit
         return Selection(
             np.sort(picks),
             reason=f"not among the {len(picks)} k-centers",

@@ -99,9 +99,9 @@ class LessSelect(Selector):
         best = score.max(axis=1)
         full = np.full(table.num_rows, np.nan)
         full[valid] = best
-        k = p.budget(len(valid))
-        order = np.argsort(-best, kind="stable")[:k]
-        picked = np.sort(np.asarray(valid)[order]) if k else np.zeros(0, dtype=np.int64)
+        ranked = np.asarray(valid, dtype=np.int64)[np.argsort(-best, kind="stable")]
+        picked = np.sort(p.keep(ranked, self.token_costs(table) if p.tokens is not None else None))
+        k = len(picked)
         return Selection(
             picked.astype(np.int64),
             reason=f"not among the top {k} LESS scores",

@@ -77,7 +77,7 @@ def test_sample_k_fraction_seeded_and_ordered():
     assert a.tolist() != make("sample", k=10, seed=4).select(big).indices.tolist()
     assert len(make("sample", fraction=0.25).select(big).indices) == 25
     assert len(make("sample", k=1000).select(big).indices) == 100
-    with pytest.raises(ValidationError, match="exactly one of k or fraction"):
+    with pytest.raises(ValidationError, match="exactly one of k, fraction or tokens"):
         make("sample", k=1, fraction=0.5)
 
 

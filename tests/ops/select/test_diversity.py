@@ -103,7 +103,7 @@ def test_semdedup_drops_near_copies_and_keeps_the_rest():
 
 @pytest.mark.parametrize("name", ["kcenter_select", "cluster_sample"])
 def test_budget_must_be_given_once(name):
-    with pytest.raises(Exception, match="exactly one of k or fraction"):
+    with pytest.raises(Exception, match="exactly one of k, fraction or tokens"):
         make(name)
 
 
