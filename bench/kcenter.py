@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from bench.common import peak_rss_mib
-from dataflywheel.ops.select.diversity import kcenter_greedy
+from dataflywheel.lib.diversity import kcenter_greedy
 
 
 def reference(x: np.ndarray, k: int, first: int) -> np.ndarray:

@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from bench.common import alpaca_eval_pairs, peak_rss_mib
+from dataflywheel.lib.gradients import LoraGradients
 from dataflywheel.models.hf import HFBackend
-from dataflywheel.ops.select.gradients import LoraGradients
 
 
 def main() -> None:

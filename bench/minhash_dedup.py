@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from bench.common import SHARED
-from dataflywheel.ops.select import minhash
+from dataflywheel.lib import minhash
 
 WORD = re.compile(r"[^\W]+")
 N, THRESHOLD, PERM = 5, 0.8, 128

@@ -56,7 +56,7 @@ def test_row_selectors_keep_within_the_tokens_and_fill_their_order(costs, name, 
 
 
 def test_kcenter_with_tokens_keeps_the_pick_order_prefix(costs):
-    from dataflywheel.ops.select.diversity import kcenter_greedy, matrix
+    from dataflywheel.lib.diversity import kcenter_greedy, matrix
 
     t = table()
     order = kcenter_greedy(matrix(t, "embedding_default"), 10, 0)

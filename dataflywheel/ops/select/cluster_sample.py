@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from dataflywheel.lib.diversity import kmeans, matrix
 from dataflywheel.ops.base import BudgetParams, Selection, Selector
-from dataflywheel.ops.select.diversity import kmeans, matrix
 
 
 class ClusterSample(Selector):

@@ -7,8 +7,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from dataflywheel.data import schema as S
+from dataflywheel.lib.text import AGGREGATES
 from dataflywheel.ops.base import OpParams, Scorer
-from dataflywheel.ops.select.signals import AGGREGATES
 
 
 class CopiesInstruction(Scorer):

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from dataflywheel.lib.diversity import diverse_greedy, matrix
 from dataflywheel.ops.base import OpParams, Selection, Selector
-from dataflywheel.ops.select.diversity import diverse_greedy, matrix
 
 
 class DiverseFilter(Selector):

@@ -6,10 +6,10 @@ import pyarrow as pa
 from pydantic import Field
 
 from dataflywheel.data import schema as S
+from dataflywheel.lib.text import AGGREGATES
 from dataflywheel.models.base import LOGPROBS
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import ModelRef, OpParams, Scorer
-from dataflywheel.ops.select.signals import AGGREGATES
 
 DIRECT_HEADER = "### Response:\n"
 

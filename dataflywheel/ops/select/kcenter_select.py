@@ -4,9 +4,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from dataflywheel.lib.diversity import kcenter_greedy, matrix
 from dataflywheel.lib.tokens import most_that_fit
 from dataflywheel.ops.base import BudgetParams, Selection, Selector
-from dataflywheel.ops.select.diversity import kcenter_greedy, matrix
 
 
 class KCenterSelect(Selector):

@@ -5,7 +5,8 @@ from typing import ClassVar
 import pyarrow as pa
 
 from dataflywheel.data import schema as S
-from dataflywheel.ops.select.signals import SignalParams, SignalScorer, turns
+from dataflywheel.lib.text import turns
+from dataflywheel.ops.select.signals import SignalParams, SignalScorer
 
 
 class LanguageId(SignalScorer):

@@ -9,9 +9,9 @@ from pydantic import Field
 from dataflywheel.data import io
 from dataflywheel.data import schema as S
 from dataflywheel.errors import FlywheelError
+from dataflywheel.lib import gradients as G
 from dataflywheel.models.base import LOGPROBS
 from dataflywheel.ops.base import BudgetParams, ModelRef, Selection, Selector
-from dataflywheel.ops.select import gradients as G
 
 
 class LessSelect(Selector):

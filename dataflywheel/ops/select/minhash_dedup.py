@@ -6,9 +6,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from dataflywheel.data import schema as S
-from dataflywheel.ops.base import OpParams, Selection, Selector
-from dataflywheel.ops.select import minhash, textview
+from dataflywheel.lib import minhash, textview
+from dataflywheel.ops.select.dedup import ClusterDedup, DedupParams
 
 # Columns shard_features adds to the selector's view (never written to the output).
 SIGNATURE, BAND_KEYS, NONEMPTY = "_minhash_signature", "_minhash_band_keys", "_minhash_nonempty"
@@ -21,7 +20,7 @@ def _matrix(column: pa.ChunkedArray, dtype) -> np.ndarray:
     return flat.reshape(len(col), -1) if len(col) else flat.reshape(0, col.type.list_size)
 
 
-class MinHashDedup(Selector):
+class MinHashDedup(ClusterDedup):
     """Near-duplicate removal with MinHash LSH: one row is kept per cluster of near-duplicates.
 
     Jaccard similarity of word (or character) n-gram shingles is estimated with ``num_perm`` MinHash
@@ -33,7 +32,7 @@ class MinHashDedup(Selector):
     drop log. Reference: Broder (1997); the Data-Juicer and NeMo Curator MinHash deduplicators.
     """
 
-    class Params(OpParams):
+    class Params(DedupParams):
         field: Literal["instruction", "response", "conversation"] = Field(
             "conversation", description="which text to compare"
         )
@@ -43,7 +42,6 @@ class MinHashDedup(Selector):
         num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
         ngram: int = Field(5, ge=1, description="shingle size in units")
         unit: Literal["word", "char"] = Field("word", description="shingles of words or of characters")
-        keep_best: str | None = Field(None, description="score column: keep the row with the highest value")
         seed: int = Field(1, description="seed of the permutations")
         verify: Literal["exact", "signature", "none"] = Field(
             "exact", description="check candidate pairs by exact shingle Jaccard, by signature, or not at all"
@@ -55,12 +53,7 @@ class MinHashDedup(Selector):
             description="weight of misses vs false candidates when choosing LSH bands (datasketch: 0.5)",
         )
 
-    def input_columns(self) -> list[str]:
-        cols = [S.MESSAGES]
-        return cols + ([self.params.keep_best] if self.params.keep_best else [])
-
-    def output_columns(self) -> list[str]:
-        return ["tag_minhash_cluster", "score_minhash_cluster_size"]
+    cluster_kind = "minhash"
 
     def shard_features(self, table: pa.Table) -> dict:
         """Signatures and LSH band keys depend on one row each: computed per shard, in parallel. Grouping
@@ -77,7 +70,7 @@ class MinHashDedup(Selector):
             NONEMPTY: pa.array(nonempty, pa.bool_()),
         }
 
-    def select(self, table: pa.Table) -> Selection:
+    def clusters(self, table: pa.Table):
         p = self.params
         texts = textview.texts(table, p.field)
         if SIGNATURE in table.column_names:
@@ -91,59 +84,4 @@ class MinHashDedup(Selector):
             labels, sig, info = minhash.near_duplicate_clusters(
                 texts, p.threshold, p.num_perm, p.ngram, p.unit, p.seed, p.verify, p.recall_weight
             )
-        score = None
-        if p.keep_best:
-            score = np.asarray(table.column(p.keep_best).to_numpy(zero_copy_only=False), dtype=np.float64)
-        return cluster_selection(
-            table.column(S.ID).to_pylist(),
-            labels,
-            score,
-            "minhash",
-            lambda i, j: f"{(sig[i] == sig[j]).mean():.2f}",
-            info,
-        )
-
-
-def cluster_selection(
-    ids: list[str],
-    labels: np.ndarray,
-    score: np.ndarray | None,
-    kind: str,
-    similarity,
-    info: dict,
-    reason: str | None = None,
-) -> Selection:
-    """Keep one row per cluster and explain the rest. ``labels[i]`` is the position of the row that
-    represents i's cluster; with a score, the cluster's best row is kept instead (ties: the first)."""
-    n = len(ids)
-    keeper = np.asarray(labels, dtype=np.int64).copy()
-    if score is not None:
-        s = np.where(np.isnan(score), -np.inf, score)
-        order = np.lexsort((np.arange(n), -s, labels))  # by cluster, best score first, then position
-        first = np.ones(n, dtype=bool)
-        first[1:] = labels[order][1:] != labels[order][:-1]
-        best = dict(zip(labels[order][first].tolist(), order[first].tolist(), strict=True))
-        keeper = np.array([best[c] for c in labels.tolist()], dtype=np.int64)
-    sizes = np.bincount(labels, minlength=n)[labels]
-    kept = np.flatnonzero(keeper == np.arange(n))
-    dropped = np.flatnonzero(keeper != np.arange(n))
-    details = {
-        int(i): f"duplicate of {ids[keeper[i]]} (similarity {similarity(i, keeper[i])})" for i in dropped
-    }
-    big = sorted(((int(sizes[k]), ids[k]) for k in kept if sizes[k] > 1), reverse=True)
-    stats = {
-        **info,
-        "clusters_with_duplicates": len(big),
-        "duplicate_rows": len(dropped),
-        "largest_clusters": [{"kept": i, "size": s} for s, i in big[:10]],
-    }
-    return Selection(
-        kept,
-        reason=reason or f"near-duplicate ({kind})",
-        details=details,
-        stats=stats,
-        columns={
-            f"tag_{kind}_cluster": pa.array([ids[k] for k in keeper], pa.string()),
-            f"score_{kind}_cluster_size": pa.array(sizes.astype(np.float64)),
-        },
-    )
+        return labels, lambda i, j: f"{(sig[i] == sig[j]).mean():.2f}", info

@@ -5,7 +5,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from dataflywheel.ops.select.signals import Aggregate, SignalParams, SignalScorer
+from dataflywheel.lib.text import Aggregate
+from dataflywheel.ops.select.signals import SignalParams, SignalScorer
 
 # Phrasings of canned refusals and disclaimers (written for this project).
 PATTERNS = [

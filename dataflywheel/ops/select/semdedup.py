@@ -6,13 +6,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from dataflywheel.data import schema as S
-from dataflywheel.ops.base import OpParams, Selection, Selector
-from dataflywheel.ops.select.diversity import kmeans, matrix
-from dataflywheel.ops.select.minhash_dedup import cluster_selection
+from dataflywheel.lib.diversity import kmeans, matrix
+from dataflywheel.ops.select.dedup import ClusterDedup, DedupParams
 
 
-class SemDedup(Selector):
+class SemDedup(ClusterDedup):
     """Semantic deduplication (SemDeDup, Abbas et al. 2023): k-means over embeddings, then inside each
     cluster every pair with cosine similarity >= ``threshold`` is a duplicate.
 
@@ -23,7 +21,7 @@ class SemDedup(Selector):
     L2-normalised here, so cosine = dot product.
     """
 
-    class Params(OpParams):
+    class Params(DedupParams):
         column: str = Field("embedding_default", description="embedding column")
         threshold: float = Field(
             0.95, gt=0, le=1, description="cosine similarity at which rows are duplicates"
@@ -32,25 +30,21 @@ class SemDedup(Selector):
         keep: Literal["farthest", "nearest"] = Field(
             "farthest", description="which duplicate survives: farthest from the centroid (paper), or nearest"
         )
-        keep_best: str | None = Field(None, description="score column: keep the best of duplicates")
         seed: int | None = Field(None, description="k-means seed; the recipe's seed when unset")
 
-    def input_columns(self) -> list[str]:
-        return [self.params.column] + ([self.params.keep_best] if self.params.keep_best else [])
+    cluster_kind = "semdedup"
 
-    def output_columns(self) -> list[str]:
-        return ["tag_semdedup_cluster", "score_semdedup_cluster_size"]
+    def content_columns(self) -> list[str]:
+        return [self.params.column]
 
-    def select(self, table: pa.Table) -> Selection:
+    def clusters(self, table: pa.Table):
         p = self.params
         x = matrix(table, p.column)
         n = x.shape[0]
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         seed = p.seed if p.seed is not None else self.ctx.seed
         clusters, centroids = kmeans(x, p.n_clusters, seed) if n else (np.zeros(0, np.int64), None)
-        score = None
-        if p.keep_best:
-            score = np.asarray(table.column(p.keep_best).to_numpy(zero_copy_only=False), dtype=np.float64)
+        score = self.best_scores(table)
         labels = np.arange(n)
         for c in np.unique(clusters):
             rows = np.flatnonzero(clusters == c)
@@ -67,14 +61,8 @@ class SemDedup(Selector):
                 if len(above):
                     labels[rank[j]] = labels[rank[above[0]]]
         labels = _resolve(labels)
-        return cluster_selection(
-            table.column(S.ID).to_pylist(),
-            labels,
-            score,
-            "semdedup",
-            lambda i, j: f"{float(x[i] @ x[j]):.3f}",
-            {"kmeans_clusters": len(np.unique(clusters)) if n else 0, "threshold": p.threshold},
-        )
+        info = {"kmeans_clusters": len(np.unique(clusters)) if n else 0, "threshold": p.threshold}
+        return labels, lambda i, j: f"{float(x[i] @ x[j]):.3f}", info
 
 
 def _resolve(labels: np.ndarray) -> np.ndarray:

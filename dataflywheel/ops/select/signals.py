@@ -7,27 +7,14 @@ value (``aggregate``). It writes ``score_<field>_<signal>`` columns (or ``tag_..
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar, Literal
 
-import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from dataflywheel.data import schema as S
+from dataflywheel.lib.text import AGGREGATES, Aggregate, turns
 from dataflywheel.ops.base import OpParams, Scorer
-
-TURN_ROLES = {"instruction": ("user",), "response": ("assistant",)}
-AGGREGATES: dict[str, Callable[[list[float]], float]] = {
-    "mean": lambda v: float(np.mean(v)),
-    "min": min,
-    "max": max,
-    "sum": sum,
-    "last": lambda v: v[-1],
-}
-
-
-Aggregate = Literal["mean", "min", "max", "sum", "last"]
 
 
 class SignalParams(OpParams):
@@ -35,12 +22,6 @@ class SignalParams(OpParams):
         ["response"], min_length=1, description="texts to score: instruction, response, conversation"
     )
     aggregate: Aggregate = Field("mean", description="how the turns of a multi-turn conversation combine")
-
-
-def turns(messages: list[dict], field: str) -> list[str]:
-    if field == "conversation":
-        return [S.conversation_text(messages)]
-    return [m["content"] for m in messages if m["role"] in TURN_ROLES[field]]
 
 
 class SignalScorer(Scorer):

@@ -75,7 +75,7 @@ class _ScriptedGradients:
     }
 
     def __init__(self):
-        from dataflywheel.ops.select.gradients import Checkpoint
+        from dataflywheel.lib.gradients import Checkpoint
 
         self.checkpoint = Checkpoint(
             lora={}, exp_avg={"w": np.zeros(3)}, exp_avg_sq={"w": np.full(3, 1e-8)}, lr=1.0
@@ -98,9 +98,9 @@ class _ScriptedGradients:
 @pytest.mark.parametrize("adam", [False, True])
 def test_clues_anchor_percentile_threshold_is_on_the_samples_scale(tmp_path, monkeypatch, adam):
     from dataflywheel.data import io
+    from dataflywheel.lib import gradients as G
     from dataflywheel.ops import registry
     from dataflywheel.ops.base import OpContext
-    from dataflywheel.ops.select import gradients as G
 
     fake = _ScriptedGradients()
     monkeypatch.setattr(

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 from dataflywheel.data import io
+from dataflywheel.lib import minhash
 from dataflywheel.ops import registry
 from dataflywheel.ops.base import OpContext
-from dataflywheel.ops.select import minhash
 
 
 def table(responses, scores=None):

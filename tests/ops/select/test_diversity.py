@@ -4,10 +4,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from dataflywheel.lib.diversity import diverse_greedy, kcenter_greedy
 from dataflywheel.ops import registry
 from dataflywheel.ops.base import OpContext
 from dataflywheel.ops.select.cluster_sample import balanced_quotas
-from dataflywheel.ops.select.diversity import diverse_greedy, kcenter_greedy
 
 
 def emb_table(x: np.ndarray, **cols) -> pa.Table:

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from dataflywheel.ops.select import gradients as G
+from dataflywheel.lib import gradients as G
 
 
 def test_projection_preserves_cosines_within_the_jl_bound():

@@ -1,0 +1,1 @@
+"""Distillation and compression: teacher data, logit distillation across tokenizers, Impossible Distillation, prompt compression, pruning (METHODS.md category 4)."""

@@ -1,0 +1,1 @@
+"""Quality enhancement: rewriting (CoachLM), LLM2LLM, RobustFT noise repair, toxicity control, rebalancing (METHODS.md category 2)."""

@@ -1,0 +1,1 @@
+"""Self-evolution: Self-Rewarding, Self-Refine, evolving evaluation; built as loops (ops.core.loop) over LLM ops (ops.llm) (METHODS.md category 5)."""

@@ -1,0 +1,1 @@
+"""Synthetic generation: Self-Instruct, Evol-Instruct, Magpie, SynPO pairs, knowledge-guided and adversarial generation (METHODS.md category 3). Generators here are run by the engine (ops.base.Generator)."""
