@@ -1,1 +1,2 @@
-"""Distillation and compression: teacher data, logit distillation across tokenizers, Impossible Distillation, prompt compression, pruning (METHODS.md category 4)."""
+"""Distillation and compression (METHODS.md category 4): teacher data, logit distillation across
+tokenizers, Impossible Distillation, prompt compression, pruning with recovery."""
