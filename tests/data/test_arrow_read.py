@@ -30,7 +30,7 @@ def read(path, fast: bool, monkeypatch, **kw):
         if not fast:
             m.setattr(arrow_read, "supported", lambda kind, fmt: False)
         m.setattr(arrow_read, "BLOCK_BYTES", 4096)  # many blocks
-        batches = list(io.read_canonical(str(path), batch_rows=64, **kw))
+        batches = list(io.read_canonical(str(path), shard_size=64, **kw))
     return [(b.table.to_pylist(), [d.detail for d in b.dropped]) for b in batches]
 
 

@@ -1,0 +1,263 @@
+"""Reading files as they are: every supported file kind as a stream of raw rows, and format detection.
+
+Readers: jsonl (and .jsonl.gz), json (an array; .json.gz), parquet, csv, a folder saved by
+``datasets.save_to_disk``, and ``hf://name[:split]`` through ``datasets`` where the Hub is reachable.
+Every problem names the file, the line (text formats) or row (columnar formats), and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from dataflywheel.data import formats
+from dataflywheel.data import schema as S
+from dataflywheel.errors import DataError, Location
+
+# CSV cells that hold structured values are written and read back as JSON text.
+CSV_JSON_FIELDS = {
+    "messages",
+    "conversations",
+    "history",
+    "prompt",
+    "chosen",
+    "rejected",
+    "completion",
+    S.PARENTS,
+    S.OPS,
+}
+
+
+@dataclass
+class RawRow:
+    """One row as found in the file, or the error that stopped it from being read."""
+
+    where: Location
+    value: Any = None
+    error: DataError | None = None
+    text: str | None = None  # the raw text, kept for the drop log when the row is bad
+
+
+def kind_of(path: str) -> str:
+    if path.startswith("hf://"):
+        return "hf_hub"
+    p = Path(path)
+    if p.is_dir():
+        return "hf_disk"
+    name = p.name.lower().removesuffix(".gz")
+    for ext, kind in (
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "json"),
+        (".parquet", "parquet"),
+        (".csv", "csv"),
+    ):
+        if name.endswith(ext):
+            return kind
+    raise DataError(
+        "unknown file type",
+        Location(path),
+        "a .jsonl, .json, .parquet or .csv file (optionally .gz), a saved HF dataset folder or hf://name",
+    )
+
+
+def _open_bytes(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _bad_json(path: str, line: int | None, row: int | None, err: Exception, raw: bytes) -> DataError:
+    where = Location(path, line=line, row=row)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return DataError(
+            "invalid UTF-8", where, "UTF-8 text", f"byte 0x{raw[u.start]:02x} at offset {u.start}"
+        )
+    return DataError("malformed JSON", where, "one JSON object per line", str(err).split(": line")[0])
+
+
+def _iter_jsonl(path: str) -> Iterator[RawRow]:
+    with _open_bytes(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield RawRow(Location(path, line=lineno), orjson.loads(raw))
+            except orjson.JSONDecodeError as e:
+                text = raw.decode("utf-8", errors="replace").rstrip("\n")
+                yield RawRow(
+                    Location(path, line=lineno), error=_bad_json(path, lineno, None, e, raw), text=text
+                )
+
+
+def _iter_json(path: str) -> Iterator[RawRow]:
+    with _open_bytes(path) as fh:
+        raw = fh.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as u:
+            line = raw.count(b"\n", 0, u.start) + 1
+            raise DataError(
+                "invalid UTF-8", Location(path, line=line), "UTF-8 text", f"byte 0x{raw[u.start]:02x}"
+            ) from None
+        raise DataError(
+            "malformed JSON",
+            Location(path, line=e.lineno),
+            "a JSON array of objects",
+            f"{e.msg} at column {e.colno}",
+        ) from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))  # {"data": [...]} style wrappers
+    if not isinstance(data, list):
+        raise DataError("wrong type", Location(path), "a JSON array of row objects", type(data).__name__)
+    for i, value in enumerate(data):
+        yield RawRow(Location(path, row=i), value)
+
+
+def _iter_parquet(path: str) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError("unreadable parquet", Location(path), "a Parquet file", str(e)) from None
+    i = 0
+    for batch in pf.iter_batches(batch_size=8192):
+        for value in batch.to_pylist():
+            yield RawRow(Location(path, row=i), value)
+            i += 1
+
+
+def _csv_cell(key: str, value: str):
+    # CSV has only text: structured fields come as JSON text, and the engine's numeric columns are parsed.
+    if value == "":
+        return None
+    if key == S.ITERATION and value.lstrip("-").isdigit():
+        return int(value)
+    if key.startswith("score_"):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if key in CSV_JSON_FIELDS and value[:1] in "[{":
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _iter_csv(path: str) -> Iterator[RawRow]:
+    with _open_bytes(path) as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as u:
+        line = raw.count(b"\n", 0, u.start) + 1
+        raise DataError(
+            "invalid UTF-8", Location(path, line=line), "UTF-8 text", f"byte 0x{raw[u.start]:02x}"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    start = 2
+    for rec in reader:
+        where = Location(path, line=start)
+        start = reader.line_num + 1
+        if None in rec:
+            yield RawRow(
+                where,
+                error=DataError("too many cells", where, f"{len(reader.fieldnames)} columns"),
+                text=str(rec),
+            )
+            continue
+        yield RawRow(where, {k: _csv_cell(k, v) for k, v in rec.items() if v is not None})
+
+
+def _iter_hf(ds, path: str) -> Iterator[RawRow]:
+    i = 0
+    for batch in ds.iter(batch_size=4096):
+        keys = list(batch)
+        for j in range(len(batch[keys[0]]) if keys else 0):
+            yield RawRow(Location(path, row=i), {k: batch[k][j] for k in keys})
+            i += 1
+
+
+def _load_hf_disk(path: str, split: str | None):
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(path)
+    except FileNotFoundError as e:
+        raise DataError(
+            "not a saved dataset folder", Location(path), "a folder written by datasets' save_to_disk", str(e)
+        ) from None
+    if isinstance(ds, datasets.DatasetDict):
+        names = list(ds)
+        pick = split or ("train" if "train" in ds else (names[0] if len(names) == 1 else None))
+        if pick not in ds:
+            raise DataError("which split?", Location(path), f"'split' set to one of {names}", repr(split))
+        ds = ds[pick]
+    return ds
+
+
+def _load_hf_hub(path: str, split: str | None):
+    import datasets
+
+    name = path.removeprefix("hf://")
+    if ":" in name:
+        name, split = name.split(":", 1)
+    try:
+        return datasets.load_dataset(name, split=split or "train")
+    except Exception as e:  # the hub raises many kinds; all mean "could not get it"
+        raise DataError(
+            "could not load from the Hugging Face Hub",
+            Location(path),
+            "a reachable hub; offline, download it elsewhere with datasets' save_to_disk and point "
+            "'path' at that folder",
+            f"{type(e).__name__}: {str(e)[:200]}",
+        ) from None
+
+
+def iter_raw(path: str, split: str | None = None) -> Iterator[RawRow]:
+    """Every row of a file as found, in order; a bad row comes back with its error instead of raising."""
+    kind = kind_of(path)
+    if kind == "hf_hub":
+        yield from _iter_hf(_load_hf_hub(path, split), path)
+        return
+    if not os.path.exists(path):
+        raise DataError("file not found", Location(path), "an existing file or folder")
+    if kind == "hf_disk":
+        yield from _iter_hf(_load_hf_disk(path, split), path)
+    else:
+        yield from {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv}[
+            kind
+        ](path)
+
+
+def detect_format(path: str, split: str | None = None, peek: int = 20) -> tuple[str, list[str]]:
+    """The format of a file from its first good rows, and the fields seen in them."""
+    keys: dict[str, None] = {}
+    first: RawRow | None = None
+    for n, raw in enumerate(iter_raw(path, split)):
+        if raw.error is None and isinstance(raw.value, dict):
+            first = first or raw
+            keys.update(dict.fromkeys(raw.value))
+        if n + 1 >= peek:
+            break
+    if first is None:
+        raise DataError("no readable row", Location(path), "at least one JSON object row")
+    fmt = formats.detect(first.value.keys())
+    if fmt is None:
+        raise formats.undetectable(first.value.keys(), first.where)
+    return fmt, list(keys)
