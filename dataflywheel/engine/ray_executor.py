@@ -27,9 +27,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from dataflywheel.data import io
-from dataflywheel.engine.local import LocalExecutor, StepResult, process_shard, shard_view
+from dataflywheel.engine.executor import Executor
+from dataflywheel.engine.kernels import process_shard, read_view_columns
 from dataflywheel.engine.store import StepStore
 from dataflywheel.errors import FlywheelError
 from dataflywheel.ops.base import Op, OpContext, Selector
@@ -65,6 +67,7 @@ def _op_payload(op: Op) -> Op:
     base = os.path.abspath(op.ctx.base_dir) if op.ctx.base_dir else None
     ctx = OpContext(seed=op.ctx.seed, step=op.ctx.step, iteration=op.ctx.iteration, base_dir=base)
     fresh = type(op)(op.params, ctx)
+    fresh.name = op.name  # the registry names the class on the driver only; lineage needs it on workers
     if hasattr(op, "shares"):  # a generator's budget, split over the seed shards by the driver
         fresh.shares = op.shares
     return fresh
@@ -113,15 +116,20 @@ def _shard_task(batch: dict[str, np.ndarray], op: Op, store: str) -> dict[str, n
     return {"k": np.asarray(batch["k"]), "rows": np.asarray(rows), "usage": np.asarray(["{}"] * len(rows))}
 
 
-def _view_task(batch: pa.Table, op: Op, cols: list[str]) -> pa.Table:
+def _features_task(batch: pa.Table, op: Op, cols: list[str]) -> pa.Table:
+    """A selector's per-shard features (MinHash signatures, band keys) for the shards of this batch, and
+    nothing else: the driver reads the declared columns itself, so texts never cross the object store."""
     parts = []
     for k, p in _shards(batch):
-        t = shard_view(op, p, cols)
-        parts.append(t.append_column("_shard", pa.array(np.full(t.num_rows, int(k), dtype=np.int64))))
+        table = pq.read_table(p, columns=[c for c in cols if c in pq.read_schema(p).names])
+        features = pa.table(op.shard_features(table) or {})
+        parts.append(
+            features.append_column("_shard", pa.array(np.full(table.num_rows, int(k), dtype=np.int64)))
+        )
     return io.concat(parts)
 
 
-class RayExecutor(LocalExecutor):
+class RayExecutor(Executor):
     """Runs a validated recipe on Ray; see the module docstring for what runs where."""
 
     def __init__(
@@ -170,13 +178,7 @@ class RayExecutor(LocalExecutor):
         items = [{"k": k, "path": str(p)} for k, p in pending]
         return ray.data.from_items(items, override_num_blocks=len(items))
 
-    def _row_wise(self, op: Op, inputs: list[Path], store: StepStore, result: StepResult) -> None:
-        pending = [(k, p) for k, p in enumerate(inputs) if not store.has_shard(k)]
-        result.shards_reused += len(inputs) - len(pending)
-        if not pending:
-            return
-        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
-        task.advance(len(inputs) - len(pending))
+    def run_shards(self, op: Op, pending: list[tuple[int, Path]], store: StepStore, task) -> None:
         import ray.data
 
         ds = self._shards_dataset(pending)
@@ -206,24 +208,34 @@ class RayExecutor(LocalExecutor):
                 _add_usage(op.ctx.models[name].usage, delta)
             task.advance()
 
-    def _view(self, op: Selector, inputs: list[Path], cols: list[str]) -> pa.Table:
+    def view(self, op: Selector, inputs: list[Path], cols: list[str]) -> pa.Table:
+        """The declared columns, read by the driver; per-shard features (if the selector has any) computed
+        by parallel tasks that return only the features."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(len(inputs), os.cpu_count() or 1)) as pool:
+            tables = list(pool.map(lambda p: read_view_columns(p, cols), inputs))
+        view = io.concat(tables)
         if type(op).shard_features is Selector.shard_features:
-            return super()._view(op, inputs, cols)  # only reading columns: the driver reads them
+            return view  # only reading columns: nothing to compute
         import ray
         import ray.data
 
         ds = self._shards_dataset(list(enumerate(inputs)))
         out = ds.map_batches(
-            _view_task,
+            _features_task,
             fn_kwargs={"op": _op_payload(op), "cols": cols},
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.TaskPoolStrategy(size=min(self._parallelism(), len(inputs))),
             num_cpus=1,
         )
-        table = io.concat(ray.get(list(out.to_arrow_refs())))
-        order = pc.sort_indices(table, [("_shard", "ascending")])  # stable: rows keep their shard order
-        return table.take(order).drop_columns(["_shard"])
+        features = io.concat(ray.get(list(out.to_arrow_refs())))
+        order = pc.sort_indices(features, [("_shard", "ascending")])  # stable: rows keep their shard order
+        features = features.take(order).drop_columns(["_shard"])
+        for name in features.column_names:
+            view = view.append_column(name, features.column(name))
+        return view
 
 
 def _add_usage(usage: Any, delta: dict) -> None:

@@ -153,7 +153,7 @@ def test_generator_rows_carry_parents_and_origin(tmp_path):
 
 @pytest.mark.parametrize(("rows", "shards", "want"), [(10, [4, 4, 2], [4, 4, 2]), (7, [5, 5], [4, 3])])
 def test_budget_shares_add_up_to_the_budget(rows, shards, want):
-    from dataflywheel.engine.local import budget_shares
+    from dataflywheel.engine.kernels import budget_shares
     from dataflywheel.ops.base import GenerationBudget
 
     shares = budget_shares(GenerationBudget(rows=rows, tokens=100), shards)

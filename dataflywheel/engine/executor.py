@@ -1,0 +1,527 @@
+"""The executor base: one step loop for every executor (local, Ray).
+
+Row-wise ops (Mapper, Scorer, Filter, Generator) go shard by shard, so memory is bounded by a shard; how
+the shards are scheduled is the subclass's business (``run_shards``). A Selector reads only the columns
+it declared for all shards (``view``), decides, then the rows are taken shard by shard (or gathered once
+when the selection reorders them). Every step's output lives in a folder named by its fingerprint: a
+rerun reuses finished steps, and an interrupted step resumes at its first missing shard.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataflywheel.data import io
+from dataflywheel.data import schema as S
+from dataflywheel.engine import fingerprint as fp
+from dataflywheel.engine.kernels import budget_shares, pass_through, with_columns
+from dataflywheel.engine.manifest import Manifest
+from dataflywheel.engine.progress import Progress
+from dataflywheel.engine.store import DROP_SCHEMA, StepStore, atomic_write_json, drop_rows, write_table
+from dataflywheel.errors import FlywheelError
+from dataflywheel.hashing import file_digest
+from dataflywheel.models.client import load_models
+from dataflywheel.ops.base import (
+    Evaluator,
+    Generator,
+    Loop,
+    Op,
+    OpContext,
+    Selector,
+    Trainer,
+)
+from dataflywheel.recipe.models import Recipe
+
+
+@dataclass
+class StepResult:
+    index: int
+    op: str
+    kind: str
+    fingerprint: str
+    dir: str
+    status: str = "computed"  # computed | reused | resumed
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    shards: int = 0
+    shards_reused: int = 0
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    iteration: int = 0  # the loop round a step ran in (0: not in a loop)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    output_path: Path | None
+    steps: list[StepResult]
+    rows_read: int
+    rows_out: int
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(sum(s.dropped.values()) for s in self.steps)
+
+
+class RunLock:
+    """One run per run directory at a time; the OS releases the lock if the process dies."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+
+    def __enter__(self) -> RunLock:
+        self.fh = open(self.path, "w")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FlywheelError(f"another flywheel run is using {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+class Executor:
+    """Runs a validated recipe step by step: the step loop, fingerprints, checkpoints, loops, selections,
+    training and evaluation. Subclasses say how the shards of a row-wise step are scheduled
+    (``run_shards``) and how a selector's view is gathered (``view``)."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        ops: list[Op],
+        run_dir: str | Path,
+        progress: bool = True,
+        model_loader: Callable[[Recipe], dict[str, Any]] | None = None,
+    ):
+        self.recipe, self.ops = recipe, ops
+        self.run_dir = Path(run_dir)
+        self.progress = Progress(enabled=progress)
+        self.model_loader = model_loader
+
+    # ------------------------------------------------------------------ the run
+    def run(self, fresh: bool = False) -> RunResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.run_dir):
+            if fresh and (self.run_dir / "steps").exists():
+                shutil.rmtree(self.run_dir / "steps")
+            manifest = Manifest(self.run_dir, self.recipe)
+            loader = self.model_loader or load_models
+            models = loader(self.recipe) if self.recipe.models else {}
+            results = [self._read_step()]
+            manifest.step_finished(results[-1])
+            prev = results[-1]
+            try:
+                with self.progress:
+                    for op in self.ops:
+                        op.ctx = self._context(op, models)
+                        if isinstance(op, Loop):
+                            prev = self._loop(op, prev, models, manifest, results)
+                            continue
+                        result = self._run_step(op, prev, models)
+                        register_trained(op, result, models)
+                        manifest.step_finished(result)
+                        results.append(result)
+                        prev = result
+                output = self._write_output(prev)
+                rows_out = prev.rows_out
+                manifest.finish(output, rows_out, {name: m.usage.as_dict() for name, m in models.items()})
+            finally:
+                for m in models.values():
+                    m.close()
+            return RunResult(self.run_dir, output, results, results[0].rows_in, rows_out)
+
+    def _context(self, op: Op, models: dict, iteration: int = 0) -> OpContext:
+        # Each loop round samples afresh: round t uses seed + t - 1 (round 1 and plain steps use the seed).
+        seed = self.recipe.seed + max(iteration - 1, 0)
+        return OpContext(
+            seed=seed,
+            step=op.ctx.step,
+            iteration=iteration,
+            models=models,
+            base_dir=str(self.recipe.base_dir),
+        )
+
+    # ------------------------------------------------------------------ loops
+    def _loop(
+        self, loop: Loop, prev: StepResult, models: dict, manifest: Manifest, results: list
+    ) -> StepResult:
+        """Run a loop's body once per iteration, each in its own folder; every inner step is an entry of
+        the manifest (with its iteration), and the loop's own entry holds the value curve. Returns the
+        last inner step's result: the data the steps after the loop read."""
+        p = loop.params
+        start = time.perf_counter()
+        digest = fp.digest(prev.fingerprint, "loop", p.steps, p.data, fp.code_version(type(loop)))
+        folder = self.run_dir / "steps" / f"{loop.ctx.step:02d}-loop-{digest[:12]}"
+        curve, stopped, last = [], "iterations", prev
+        for it in range(1, p.iterations + 1):
+            feed = prev if p.data == "initial" else last
+            metrics: dict[str, float] = {}
+            for j, op in enumerate(loop.body, start=1):
+                op.ctx = self._context(op, models, iteration=it)
+                feed = self._run_step(op, feed, models, where=folder / f"iter-{it:02d}", index=j)
+                register_trained(op, feed, models)
+                manifest.step_finished(feed)
+                results.append(feed)
+                for key, value in feed.stats.get("metrics", {}).items():
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        metrics[f"{op.name}.{key}"] = value
+            last = feed
+            curve.append({"iteration": it, "rows": last.rows_out, **metrics})
+            if p.until is not None and p.until.reached(metrics.get(p.until.metric)):
+                stopped = "until"
+                break
+        summary = StepResult(
+            loop.ctx.step,
+            loop.name,
+            loop.kind,
+            last.fingerprint,
+            str(folder),
+            status="computed",
+            rows_in=prev.rows_out,
+            rows_out=last.rows_out,
+            seconds=round(time.perf_counter() - start, 3),
+            stats={"curve": curve, "iterations_run": len(curve), "stopped": stopped},
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest.step_finished(summary)
+        results.append(summary)
+        return last
+
+    # ------------------------------------------------------------------ step 0: read the inputs
+    def _read_fingerprint(self) -> str:
+        parts = []
+        for spec in self.recipe.inputs:
+            path = self.recipe.input_path(spec)
+            content = path if path.startswith("hf://") else file_digest(path)
+            on_error = spec.on_error or self.recipe.on_error
+            parts.append([content, spec.format, spec.name, spec.split, on_error])
+        return fp.digest("read", parts, self.recipe.shard_size, fp.code_version())
+
+    def _read_step(self) -> StepResult:
+        digest = self._read_fingerprint()
+        store = StepStore(self.run_dir / "steps" / f"00-read-{digest[:12]}")
+        result = StepResult(0, "read", "reader", digest, str(store.path))
+        if store.is_done():
+            return self._reused(result, store)
+        store.prepare()
+        start = time.perf_counter()
+        seen: set = set()
+        k = 0
+        for spec in self.recipe.inputs:
+            path = self.recipe.input_path(spec)
+            on_error = spec.on_error or self.recipe.on_error
+            # Parsing is repeated on resume (ids must stay unique), but finished shards are not rewritten.
+            for batch in io.read_canonical(
+                path, spec.format, spec.split, on_error, spec.name, self.recipe.shard_size, seen
+            ):
+                if store.has_shard(k):
+                    result.shards_reused += 1
+                else:
+                    drops = None
+                    if batch.dropped:
+                        drops = pa.table(
+                            {
+                                "step": pa.array([0] * len(batch.dropped), pa.int32()),
+                                "op": ["read"] * len(batch.dropped),
+                                "id": pa.array([d.id for d in batch.dropped], pa.string()),
+                                "reason": [d.reason for d in batch.dropped],
+                                "detail": [d.detail for d in batch.dropped],
+                                "row": [d.row for d in batch.dropped],
+                            },
+                            schema=DROP_SCHEMA,
+                        )
+                    store.write_shard(k, batch.table, drops)
+                k += 1
+        return self._finish(result, store, start, rows_in=None)
+
+    # ------------------------------------------------------------------ steps 1..n
+    def _step_fingerprint(self, op: Op, prev: StepResult) -> str:
+        models = {
+            name: self.recipe.models[name].model_dump()
+            for name in op.model_refs().values()
+            if name in self.recipe.models
+        }
+        parts = [
+            prev.fingerprint,
+            op.name,
+            op.params.model_dump(mode="json"),
+            models,
+            self.recipe.shard_size,
+            self.recipe.seed,
+            fp.code_version(type(op)),
+        ]
+        if op.ctx.iteration:  # a loop round: its models (policy = the newest checkpoint) differ by round
+            parts.append(op.ctx.iteration)
+        return fp.digest(*parts)
+
+    def _run_step(
+        self, op: Op, prev: StepResult, models: dict | None = None, where: Path | None = None, index: int = 0
+    ) -> StepResult:
+        """One step over the previous step's shards, in ``where`` (a loop round's folder) or steps/."""
+        digest = self._step_fingerprint(op, prev)
+        folder = where if where is not None else self.run_dir / "steps"
+        store = StepStore(folder / f"{index or op.ctx.step:02d}-{op.name}-{digest[:12]}")
+        result = StepResult(
+            op.ctx.step, op.name, op.kind, digest, str(store.path), iteration=op.ctx.iteration
+        )
+        if store.is_done():
+            return self._reused(result, store)
+        store.prepare()
+        inputs = StepStore(prev.dir).shards()
+        start = time.perf_counter()
+        before = {n: m.usage.copy() for n, m in (models or {}).items()}
+        op.setup()
+        if isinstance(op, Generator):  # seed shard k -> output shard k, each with its share of the budget
+            op.shares = budget_shares(op.params.budget, [pq.read_metadata(p).num_rows for p in inputs])
+        handler = self.handlers().get(op.kind)
+        if handler is None:
+            raise FlywheelError(f"step {op.ctx.step} ({op.name}): no executor handles kind '{op.kind}'")
+        handler(op, inputs, store, result)
+        used = {n: models[n] for n in op.model_refs().values() if models and n in models}
+        return self._finish(result, store, start, rows_in=prev.rows_out, usage_before=before, models=used)
+
+    def handlers(self) -> dict[str, Callable]:
+        """Op kind -> how a step of that kind runs (loops are run by ``run`` itself)."""
+        return {
+            "mapper": self._row_wise,
+            "scorer": self._row_wise,
+            "filter": self._row_wise,
+            "generator": self._row_wise,
+            "selector": self._select,
+            "trainer": self._train,
+            "evaluator": self._evaluate,
+        }
+
+    def _row_wise(self, op: Op, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        """Every input shard not yet written goes through ``process_shard``, scheduled by the executor."""
+        pending = [(k, p) for k, p in enumerate(inputs) if not store.has_shard(k)]
+        result.shards_reused += len(inputs) - len(pending)
+        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
+        task.advance(len(inputs) - len(pending))
+        if pending:
+            self.run_shards(op, pending, store, task)
+
+    def run_shards(self, op: Op, pending: list[tuple[int, Path]], store: StepStore, task) -> None:
+        """Run ``process_shard`` on each (k, input shard) pending, advancing ``task`` per shard."""
+        raise NotImplementedError
+
+    def view(self, op: Selector, inputs: list[Path], cols: list[str]) -> pa.Table:
+        """A selector's declared columns of every shard, with its per-shard features, in row order."""
+        raise NotImplementedError
+
+    def _select(self, op: Selector, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        counts = [pq.read_metadata(p).num_rows for p in inputs]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        sel = self._selection(op, inputs, store, int(offsets[-1]))
+        result.stats.update(sel.stats)
+        indices, dropped = sel.indices, sel.dropped
+        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
+        step = op.ctx.step
+        if np.all(np.diff(indices) > 0):  # a pure subset in input order: stream shard by shard
+            for k, shard in enumerate(inputs):
+                lo, hi = offsets[k], offsets[k + 1]
+                if store.has_shard(k):
+                    result.shards_reused += 1
+                    task.advance()
+                    continue
+                table = pq.read_table(shard)
+                kept = (indices >= lo) & (indices < hi)
+                gone = (dropped >= lo) & (dropped < hi)
+                drops = None
+                if gone.any():
+                    where = np.flatnonzero(gone)
+                    drops = drop_rows(
+                        step,
+                        op.name,
+                        table.take(dropped[gone] - lo).to_pylist(),
+                        [sel.reasons[i] for i in where],
+                        [sel.details[i] for i in where],
+                    )
+                out = with_columns(table.take(indices[kept] - lo), sel.columns.filter(pa.array(kept)))
+                store.write_shard(k, out, drops)
+                task.advance()
+            return
+        # The selection reorders rows (sort, shuffled mix): gather once, then cut into new shards.
+        full = io.concat([pq.read_table(p) for p in inputs])
+        size = self.recipe.shard_size
+        for k in range(max(1, -(-len(indices) // size))):
+            if store.has_shard(k):
+                result.shards_reused += 1
+                continue
+            drops = None
+            if k == 0 and len(dropped):
+                drops = drop_rows(step, op.name, full.take(dropped).to_pylist(), sel.reasons, sel.details)
+            part = slice(k * size, (k + 1) * size)
+            out = with_columns(full.take(indices[part]), sel.columns.slice(part.start, size))
+            store.write_shard(k, out, drops)
+        task.advance(len(inputs))
+
+    def _selection(self, op: Selector, inputs: list[Path], store: StepStore, n: int) -> _Saved:
+        """What the selector decided, saved beside the shards so a resumed step does not decide again."""
+        kept_path, dropped_path = store.path / "_selection.parquet", store.path / "_dropped.parquet"
+        stats_path = store.path / "_selection_stats.json"
+        if kept_path.exists() and dropped_path.exists() and stats_path.exists():
+            kept, d = pq.read_table(kept_path), pq.read_table(dropped_path)
+            return _Saved(
+                kept.column("index").to_numpy(),
+                kept.drop_columns(["index"]),
+                d.column("index").to_numpy(),
+                d.column("reason").to_pylist(),
+                d.column("detail").to_pylist(),
+                orjson.loads(stats_path.read_bytes()),
+            )
+        cols = list(dict.fromkeys([S.ID, *op.view_columns()]))
+        view = self.view(op, inputs, cols) if inputs else pa.table({S.ID: []})
+        selection = op.select(view)
+        indices = np.asarray(selection.indices, dtype=np.int64)
+        if len(np.unique(indices)) != len(indices) or (
+            len(indices) and (indices.min() < 0 or indices.max() >= n)
+        ):
+            raise FlywheelError(
+                f"step {op.ctx.step} ({op.name}): select() must return distinct row positions in [0, {n})"
+            )
+        dropped = np.setdiff1d(np.arange(n, dtype=np.int64), indices)
+        if isinstance(selection.reason, str):
+            reasons = [selection.reason] * len(dropped)
+        else:
+            reasons = [selection.reason.get(int(i), "not selected") for i in dropped]
+        details = [(selection.details or {}).get(int(i)) for i in dropped]
+        extra = {}
+        for name, values in (selection.columns or {}).items():
+            arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+            if len(arr) != n:
+                raise FlywheelError(
+                    f"step {op.ctx.step} ({op.name}): column '{name}' has {len(arr)} values for {n} rows"
+                )
+            extra[name] = arr.take(pa.array(indices))
+        columns = pa.table(extra) if extra else pa.table({"_": pa.nulls(len(indices))}).drop_columns(["_"])
+        write_table(
+            dropped_path,
+            pa.table(
+                {
+                    "index": pa.array(dropped, pa.int64()),
+                    "reason": pa.array(reasons, pa.string()),
+                    "detail": pa.array(details, pa.string()),
+                }
+            ),
+        )
+        write_table(kept_path, columns.add_column(0, "index", pa.array(indices, pa.int64())))
+        store_stats = dict(selection.stats)
+        atomic_write_json(stats_path, store_stats)
+        return _Saved(indices, columns, dropped, reasons, details, store_stats)
+
+    def _train(self, op: Trainer, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        """Train once (a finished checkpoint is never trained again), then pass the rows through."""
+        stats_path = store.path / "_train.json"
+        if stats_path.exists():
+            result.shards_reused += 1
+            stats = orjson.loads(stats_path.read_bytes())
+        else:
+            data = io.concat([pq.read_table(p) for p in inputs])
+            stats = op.train(data, store.path / "checkpoint")
+            atomic_write_json(stats_path, stats)
+        result.stats["train"] = stats
+        pass_through(inputs, store)
+
+    def _evaluate(self, op: Evaluator, inputs: list[Path], store: StepStore, result: StepResult) -> None:
+        """Measure once, keep the metrics beside the shards, pass the rows through."""
+        metrics_path = store.path / "_metrics.json"
+        if metrics_path.exists():
+            metrics = orjson.loads(metrics_path.read_bytes())
+        else:
+            metrics = op.evaluate()
+            atomic_write_json(metrics_path, metrics)
+        result.stats["metrics"] = metrics
+        pass_through(inputs, store)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _finish(
+        self,
+        result: StepResult,
+        store: StepStore,
+        start: float,
+        rows_in: int | None,
+        usage_before: dict | None = None,
+        models: dict | None = None,
+    ) -> StepResult:
+        counts = store.row_counts()
+        result.rows_out = sum(counts)
+        result.shards = len(counts)
+        result.dropped = store.drop_reasons()
+        result.rows_in = rows_in if rows_in is not None else result.rows_out + sum(result.dropped.values())
+        result.seconds = round(time.perf_counter() - start, 3)
+        op_counts = store.op_counts()
+        if op_counts:  # e.g. an LLM op's requests, failures and unparsed replies, over every shard
+            result.stats["counts"] = op_counts
+        result.status = "resumed" if result.shards_reused else "computed"
+        if models:  # tokens, time, cost and failures of this step's model calls
+            result.stats["models"] = {n: m.usage.minus(usage_before[n]).as_dict() for n, m in models.items()}
+        store.mark_done(asdict(result))
+        return result
+
+    def _reused(self, result: StepResult, store: StepStore) -> StepResult:
+        done = store.done_stats()
+        for key in ("rows_in", "rows_out", "dropped", "shards", "seconds", "stats"):
+            setattr(result, key, done.get(key, getattr(result, key)))
+        result.status = "reused"
+        return result
+
+    def _write_output(self, last: StepResult) -> Path | None:
+        out = self.recipe.output
+        path = Path(out.path) if out.path else Path("output.jsonl")
+        if not path.is_absolute():
+            path = self.run_dir / path
+        with io.Writer(str(path), out.format, keep_columns=out.keep_columns) as writer:
+            for shard in StepStore(last.dir).shards():
+                writer.write_table(pq.read_table(shard))
+        return path
+
+
+def register_trained(op: Op, result: StepResult, models: dict) -> None:
+    """A trainer's checkpoint becomes the named model ``output_model`` for the steps after it. In a loop
+    round t it is also ``name@t``, and the model it replaces stays reachable as ``name@0``."""
+    if not isinstance(op, Trainer) or not op.produced_model():
+        return
+    name = op.produced_model()
+    model = trained_model(op, result, models)
+    if result.iteration:
+        if name in models and f"{name}@0" not in models:
+            models[f"{name}@0"] = models[name]
+        models[f"{name}@{result.iteration}"] = model
+    models[name] = model
+
+
+def trained_model(op: Trainer, result: StepResult, models: dict):
+    """The checkpoint a trainer step saved, as a named model for the steps after it."""
+    from dataflywheel.models.client import Model
+    from dataflywheel.recipe.models import ModelSpec
+
+    base = models.get(op.params.model)
+    device = base.spec.device if base is not None else "auto"
+    spec = ModelSpec(backend="hf", model=str(Path(result.dir) / "checkpoint"), device=device)
+    cache = base.cache if base is not None else None
+    return Model(op.produced_model(), spec, cache)
+
+
+@dataclass
+class _Saved:
+    indices: np.ndarray  # kept positions, in output order
+    columns: pa.Table  # selector-written columns for the kept rows, aligned with indices
+    dropped: np.ndarray  # dropped positions, sorted
+    reasons: list[str]
+    details: list[str | None]
+    stats: dict
