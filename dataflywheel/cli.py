@@ -66,7 +66,11 @@ def run(
 
         write_report(result.run_dir)
     console.print(summary_table(result))
-    metrics = [(s.index, s.op, s.stats["metrics"]) for s in result.steps if "metrics" in s.stats]
+    metrics = [
+        (f"{s.index}@{s.iteration}" if s.iteration else s.index, s.op, s.stats["metrics"])
+        for s in result.steps
+        if "metrics" in s.stats
+    ]
     if metrics:
         view = Table(title="evaluations")
         for col in ("step", "op", "metrics"):
@@ -120,7 +124,7 @@ def summary_table(result) -> Table:
         dropped = sum(s.dropped.values())
         top = next(iter(s.dropped.items()), None)
         table.add_row(
-            str(s.index),
+            f"{s.index}@{s.iteration}" if s.iteration else str(s.index),
             s.op,
             s.kind,
             f"{s.rows_in:,}",
@@ -151,10 +155,10 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML")) -> None:
 
 def budget_lines(ops: list) -> list[str]:
     """What each generator may make, as the engine will enforce it (over the whole step)."""
-    from dataflywheel.ops.base import Generator
+    from dataflywheel.ops.base import Generator, Loop
 
     out = []
-    for op in ops:
+    for op in [x for op in ops for x in (op.body if isinstance(op, Loop) else [op])]:
         if isinstance(op, Generator):
             b = op.params.budget
             limits = [

@@ -16,6 +16,7 @@ import numpy as np
 
 from dataflywheel.data import schema as S
 from dataflywheel.train.tokenize import sft_features
+from dataflywheel.train.trainers import lora_config
 
 
 @dataclass
@@ -49,18 +50,11 @@ class LoraGradients:
 
     def __post_init__(self):
         import torch
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         torch.manual_seed(self.seed)
         base = copy.deepcopy(self.backend.model).float()  # the backend's own model stays untouched
-        config = LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=list(self.targets),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
+        config = lora_config(self.r, self.alpha, self.dropout, self.targets)
         self.model = get_peft_model(base, config)
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.torch = torch

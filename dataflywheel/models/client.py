@@ -196,16 +196,7 @@ class Model:
             {"messages": [{"role": m["role"], "content": m["content"]} for m in c], "response": r}
             for c, r in zip(conversations, responses, strict=True)
         ]
-        results = self._cached(
-            "logprobs",
-            req,
-            lambda rs: self.backend.logprobs([r["messages"] for r in rs], [r["response"] for r in rs]),
-            lambda r: {"logprobs": r.logprobs},
-            lambda d: LogprobResult(d["logprobs"]),
-            count=_scored_tokens,
-        )
-        self.usage.failed += sum(r.error is not None for r in results)
-        return results
+        return self._scored("logprobs", req, "messages", self.backend.logprobs)
 
     def text_logprobs(self, prefixes: list[str], responses: list[str]) -> list[LogprobResult]:
         """Response log-probabilities after raw text prefixes (no chat template); hf backend only."""
@@ -214,10 +205,14 @@ class Model:
                 f"model '{self.name}' ({self.spec.backend}) cannot score raw text; use an hf model"
             )
         req = [{"prefix": p, "response": r} for p, r in zip(prefixes, responses, strict=True)]
+        return self._scored("text_logprobs", req, "prefix", self.backend.text_logprobs)
+
+    def _scored(self, kind: str, req: list[dict], context: str, score) -> list[LogprobResult]:
+        """Log-probabilities of responses after a context, through the cache; failures counted."""
         results = self._cached(
-            "text_logprobs",
+            kind,
             req,
-            lambda rs: self.backend.text_logprobs([r["prefix"] for r in rs], [r["response"] for r in rs]),
+            lambda rs: score([r[context] for r in rs], [r["response"] for r in rs]),
             lambda r: {"logprobs": r.logprobs},
             lambda d: LogprobResult(d["logprobs"]),
             count=_scored_tokens,

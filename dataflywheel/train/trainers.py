@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,16 +45,30 @@ def _load(base: str):
 def _peft(s: TrainSettings):
     if not s.lora:
         return None
+    return lora_config(s.lora_r, s.lora_alpha, s.lora_dropout, s.lora_targets)
+
+
+def lora_config(r: int, alpha: int, dropout: float, targets: Sequence[str]):
+    """A PEFT LoRA config for a causal LM (training here, gradient features in lib.gradients)."""
     from peft import LoraConfig
 
     return LoraConfig(
-        r=s.lora_r,
-        lora_alpha=s.lora_alpha,
-        lora_dropout=s.lora_dropout,
-        target_modules=list(s.lora_targets),
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets),
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def _fit(trainer_cls, model, config, dataset, tok, s: TrainSettings):
+    """A TRL trainer built and run: the model (with LoRA when set), its config and data."""
+    trainer = trainer_cls(
+        model=model, args=config, train_dataset=dataset, processing_class=tok, peft_config=_peft(s)
+    )
+    _quiet(trainer).train()
+    return trainer
 
 
 def _common(s: TrainSettings, out: Path) -> dict[str, Any]:
@@ -118,14 +133,7 @@ def train_sft(base: str, conversations: list[list[dict]], out: Path, s: TrainSet
         raise FlywheelError("sft: no conversation has an assistant turn to learn from")
     out.mkdir(parents=True, exist_ok=True)
     config = SFTConfig(**_common(s, out), max_length=s.max_length, packing=False)
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(feats),
-        processing_class=tok,
-        peft_config=_peft(s),
-    )
-    _quiet(trainer).train()
+    trainer = _fit(SFTTrainer, model, config, Dataset.from_list(feats), tok, s)
     losses = _losses(trainer)
     _save(trainer, tok, out)
     return {"examples": len(feats), "steps": trainer.state.global_step, "losses": losses}
@@ -141,14 +149,7 @@ def train_dpo(base: str, pairs: list[dict], out: Path, s: TrainSettings) -> dict
         raise FlywheelError("dpo: no preference pairs")
     out.mkdir(parents=True, exist_ok=True)
     config = DPOConfig(**_common(s, out), beta=s.beta, max_length=s.max_length)
-    trainer = DPOTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(pairs),
-        processing_class=tok,
-        peft_config=_peft(s),
-    )
-    _quiet(trainer).train()
+    trainer = _fit(DPOTrainer, model, config, Dataset.from_list(pairs), tok, s)
     stats = {
         "pairs": len(pairs),
         "steps": trainer.state.global_step,
