@@ -158,7 +158,7 @@ def budget_lines(ops: list) -> list[str]:
     from dataflywheel.ops.base import Generator, Loop
 
     out = []
-    for op in [x for op in ops for x in (op.body if isinstance(op, Loop) else [op])]:
+    for op in [inner for step in ops for inner in (step.body if isinstance(step, Loop) else [step])]:
         if isinstance(op, Generator):
             b = op.params.budget
             limits = [
