@@ -22,7 +22,8 @@ class ScriptedBackend(Backend):
     """Answers each conversation from ``script``: (substring of the last message, reply) pairs tried in
     order, then ``default``. A reply of None is a request that failed after its retries; a callable
     reply gets the conversation. ``option_logprobs`` (a callable of the conversation) answers
-    next-token questions; ``logprob`` the per-token log-probability of scored responses."""
+    next-token questions; ``logprob`` the per-token log-probability of scored responses (a number, or a
+    callable of the context and the response)."""
 
     capabilities = frozenset({CHAT, LOGPROBS, EMBED})
     name = "scripted"
@@ -32,7 +33,7 @@ class ScriptedBackend(Backend):
         script: list[tuple[str, Reply]] | None = None,
         default: Reply = "",
         option_logprobs: Callable[[list[dict], list[str]], list[float]] | None = None,
-        logprob: float = -1.0,
+        logprob: float | Callable[[list[dict], str], float] = -1.0,
     ):
         self.script = list(script or [])
         self.default = default
@@ -67,7 +68,11 @@ class ScriptedBackend(Backend):
 
     def logprobs(self, conversations, responses):
         self.calls.extend(conversations)
-        return [LogprobResult([self.logprob] * max(1, len(r.split()))) for r in responses]
+        out = []
+        for conv, r in zip(conversations, responses, strict=True):
+            lp = self.logprob(conv, r) if callable(self.logprob) else self.logprob
+            out.append(LogprobResult([lp] * max(1, len(r.split()))))
+        return out
 
     def next_token_logprobs(self, conversations, options):
         self.calls.extend(conversations)

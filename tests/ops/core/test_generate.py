@@ -99,3 +99,33 @@ def test_validation_refuses_a_model_that_cannot_do_what_the_op_needs(tmp_path):
         "cannot chat; it can: embed"
     )
     assert "model 'nobody' is not declared" in problems[1]
+
+
+def test_generate_with_a_scripted_model_records_failures_and_empty_replies():
+    from dataflywheel.data import io
+    from dataflywheel.ops import registry
+    from tests.fakes import ScriptedBackend, context
+
+    rows = [
+        {"messages": [{"role": "user", "content": s}, {"role": "assistant", "content": "old"}]}
+        for s in ("ok please", "fail please", "empty please")
+    ]
+    backend = ScriptedBackend(script=[("fail", None), ("empty", "  ")], default="new answer")
+    op = registry.get("generate")({"model": "m", "system": "Be brief."}, context(m=backend))
+    out = op.map(io.rows_to_table(rows)).to_pylist()
+    assert [m["content"] for m in backend.calls[0]] == [
+        "Be brief.",
+        "ok please",
+    ]  # the old answer is not sent
+    assert out[0]["messages"][-1]["content"] == "new answer" and out[0]["error_generate"] is None
+    assert (
+        out[1]["messages"][-1]["content"] == "old"
+        and out[1]["error_generate"] == "request failed: scripted failure"
+    )
+    assert out[2]["messages"][-1]["content"] == "old" and out[2]["error_generate"].startswith(
+        "unparsed reply"
+    )
+    assert dict(op.stats) == {"requests": 3, "failed": 1, "replies": 2, "unparsed": 1}
+    column = registry.get("generate")({"model": "m", "output": "answer"}, context(m=backend))
+    got = column.map(io.rows_to_table(rows[:1])).to_pylist()[0]
+    assert got["answer"] == "new answer" and got["messages"] == rows[0]["messages"]

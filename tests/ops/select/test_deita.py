@@ -18,8 +18,6 @@ from dataflywheel.ops.select import deita
 from dataflywheel.recipe.models import ModelSpec
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
-
 
 def test_expected_score_range_and_no_default():
     assert expected_score([0.0] * 6, deita.SCORES) == pytest.approx(3.5)
@@ -27,6 +25,7 @@ def test_expected_score_range_and_no_default():
     assert expected_score([-50, -50, -50, -50, -50, 0], deita.SCORES) == pytest.approx(6.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_deita_scores_equal_a_manual_computation(smollm2):
     rows = [
         {
@@ -61,6 +60,7 @@ def test_deita_scores_equal_a_manual_computation(smollm2):
     assert out["score_deita_complexity"][0] == pytest.approx(np.mean(c), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_deita_selection_recipe(tmp_path):
     (tmp_path / "r.yaml").write_text(
         textwrap.dedent(f"""
@@ -89,3 +89,32 @@ def test_deita_selection_recipe(tmp_path):
     np.fill_diagonal(sims, -1)
     assert 1 <= len(out) <= 6 and sims.max() < 0.9
     assert all(1 <= r["score_deita_quality"] <= 6 for r in out)
+
+
+def test_deita_asks_two_questions_per_answered_turn_and_combines_them():
+    from tests.fakes import ScriptedBackend, context
+
+    def distribution(conv, options):  # complexity prompts put all mass on "2", quality prompts on "5"
+        want = "5" if "quality" in conv[-1]["content"] else "2"
+        return [0.0 if o == want else float("-inf") for o in options]
+
+    backend = ScriptedBackend(option_logprobs=distribution)
+    op = registry.get("deita")({"model": "m"}, context(m=backend))
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "c"},
+                {"role": "assistant", "content": "d"},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "no answer yet"}]},
+    ]
+    out = op.score(io.rows_to_table(rows))
+    assert len(backend.calls) == 4  # two turns x (complexity, quality)
+    assert out["score_deita"].to_pylist() == [pytest.approx(2 * 5 + 2 * 5), None]
+    assert out["score_deita_complexity"].to_pylist()[0] == pytest.approx(2.0)
+    assert out["score_deita_quality"].to_pylist()[0] == pytest.approx(5.0)
+    assert "Answer:\nd" in backend.calls[3][-1]["content"]  # the second turn's quality sees its answer
+    assert out["error_deita"].to_pylist() == [None, "no answered turn"]

@@ -14,8 +14,6 @@ from dataflywheel.ops import registry
 from dataflywheel.ops.base import OpContext
 from dataflywheel.recipe.models import ModelSpec
 
-pytestmark = pytest.mark.slow
-
 ROWS = [
     {
         "messages": [
@@ -62,6 +60,7 @@ def ifd(smollm2):
     return run
 
 
+@pytest.mark.slow
 def test_ifd_equals_two_manual_forward_passes(ifd, smollm2):
     out = ifd()
     header = smollm2.assistant_header()
@@ -81,6 +80,7 @@ def test_ifd_equals_two_manual_forward_passes(ifd, smollm2):
     assert out["score_ifd"][0] < 1  # the question makes "Paris" far easier
 
 
+@pytest.mark.slow
 def test_ifd_alpaca_template_scores_raw_text(ifd, smollm2):
     out = ifd(template="alpaca")
     from dataflywheel.ops import prompts
@@ -94,6 +94,7 @@ def test_ifd_alpaca_template_scores_raw_text(ifd, smollm2):
     assert out["score_ifd"][0] == pytest.approx(c / d, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_ifd_selection_recipe(tmp_path, smollm2):
     from dataflywheel.engine.local import LocalExecutor
     from dataflywheel.recipe.validate import validate_file
@@ -124,3 +125,33 @@ def test_ifd_selection_recipe(tmp_path, smollm2):
     scores = [r["score_ifd"] for r in out]
     assert scores == sorted(scores, reverse=True) and all(s <= 1 for s in scores) and len(out) >= 1
     assert isinstance(pa.array(scores), pa.Array)
+
+
+def test_ifd_divides_the_conditioned_loss_by_the_direct_one_per_turn():
+    from tests.fakes import ScriptedBackend, context
+
+    # with its context a response costs 0.5 nats a token, alone 1.0 (first turn) or 0.8 (second turn)
+    def logprob(conv, response):
+        if conv:
+            return -0.5
+        return -1.0 if response.startswith("first") else -0.8
+
+    backend = ScriptedBackend(logprob=logprob)
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "first answer"},
+                {"role": "user", "content": "q2"},
+                {"role": "assistant", "content": "second answer"},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "   "}]},
+    ]
+    for aggregate, want in (("mean", (0.5 + 0.625) / 2), ("max", 0.625), ("last", 0.625)):
+        op = registry.get("ifd")({"model": "m", "aggregate": aggregate}, context(m=backend))
+        out = op.score(io.rows_to_table(rows))
+        assert out["score_ifd"][0] == pytest.approx(want)
+        assert out["score_ifd"][1] is None  # an empty answer has no IFD
+    # the direct pass gives no context at all (the backend adds only the assistant header)
+    assert [] in backend.calls and [{"role": "user", "content": "q1"}] in backend.calls
