@@ -163,6 +163,10 @@ def test_evaluators_in_a_recipe(tmp_path, shared_data):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     acc, judge, nll = metrics["01-eval_accuracy"], metrics["02-eval_judge"], metrics["03-eval_nll"]
     assert 0 <= acc["accuracy"] <= 1 and acc["rows"] == 3
-    assert judge["wins"] + judge["ties"] + judge["losses"] == 3 and 0 <= judge["win_rate"] <= 1
+    # the 135M judge rarely gives a verdict in 32 tokens: a pair without one is excluded and counted
+    assert judge["wins"] + judge["ties"] + judge["losses"] == judge["judged"]
+    assert judge["judged"] + judge["excluded"] == 3 and judge["failed_answers"] == 0
+    assert judge["unparsed_verdicts"] >= judge["excluded"]  # every excluded pair has a reply without one
+    assert judge["judged"] == 0 or 0 <= judge["win_rate"] <= 1
     assert nll["nll"] > 0 and nll["rows"] == 3
     assert load_manifest(tmp_path / "run")["steps"][3]["stats"]["metrics"] == nll

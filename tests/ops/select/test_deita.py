@@ -39,7 +39,7 @@ def test_deita_scores_equal_a_manual_computation(smollm2):
     ]
     spec = ModelSpec(backend="hf", model="embedded:smollm2-135m-instruct", cache="off")
     op = registry.get("deita")({"model": "m"}, OpContext(models={"m": Model("m", spec, backend=smollm2)}))
-    out = op.score(io.rows_to_table(rows))
+    out = {k: v.to_pylist() for k, v in op.score(io.rows_to_table(rows)).items()}
     ids = [smollm2.encode(o)[0] for o in deita.OPTIONS]
 
     def manual(text):
