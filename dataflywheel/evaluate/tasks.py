@@ -6,8 +6,9 @@ import re
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 GSM_FINAL = re.compile(r"(?:####|\bA:|answer is|answer:)\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
-# lm-evaluation-harness's order for generated multiple-choice answers (MultiChoiceRegexFilter): an explicit
-# "the answer is (C)" first, then the text of one option, then a letter after a colon, then a lone letter.
+# Generated multiple-choice answers, read as lm-evaluation-harness's MultiChoiceRegexFilter does (an
+# explicit "the answer is (C)", an option's text, a letter after a colon), with a line opening on a letter
+# ("A. Paris") taken before the option texts: that is how small chat models answer (see the tests).
 STATED = re.compile(
     r"\b(?:answer|option|choice)\s*(?:is|would be|:|=)\s*(?:option\s*|choice\s*)?[:\s]*"
     r"\(?((?-i:[A-J]))\)?(?![\w'])",
@@ -44,27 +45,29 @@ def gsm8k_correct(prediction: str | None, reference: str) -> bool:
 def choice_letter(text: str | None, letters: str = "ABCD", options: list[str] | None = None) -> str | None:
     """The chosen option letter, or None when the text names none (recorded as unparsed, never guessed).
 
-    Tried in order: a stated answer ("The answer is (B)", "The correct option is C.", "Answer: D"); the
-    text of exactly one of ``options`` appearing in the reply; a letter right after a colon; a lone
-    letter opening a line ("C", "(C) because", "D. Paris"). A sentence that merely starts with the word
-    "A" is not an answer.
+    Tried in order: a stated answer ("The answer is (B)", "The correct option is C.", "Answer: D"); a
+    letter opening a line as an answer does ("C", "(C) because", "D. Paris": how small chat models
+    answer); the text of exactly one of ``options`` appearing in the reply; a letter right after a
+    colon. A sentence that merely starts with the word "A" is not an answer.
     """
     if not text or not text.strip():
         return None
     for m in STATED.finditer(text):
         if m.group(1).upper() in letters:
             return m.group(1).upper()
+    for m in LONE.finditer(text):
+        if m.group(1) in letters:
+            return m.group(1)
     if options:
         low = text.lower()
-        hits = {
+        found = {
             letters[i]
             for i, o in enumerate(options[: len(letters)])
             if o.strip() and o.strip().lower() in low
         }
-        if len(hits) == 1:
-            return hits.pop()
-    for pattern in (AFTER_COLON, LONE):
-        for m in pattern.finditer(text):
-            if m.group(1) in letters:
-                return m.group(1)
+        if len(found) == 1:
+            return found.pop()
+    for m in AFTER_COLON.finditer(text):
+        if m.group(1) in letters:
+            return m.group(1)
     return None

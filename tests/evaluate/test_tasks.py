@@ -61,3 +61,45 @@ def test_choice_letter_reads_the_text_of_one_option():
 def test_bootstrap_ci_covers_the_mean():
     lo, hi = bootstrap_ci([1, 0, 1, 1, 0, 1, 1, 1, 0, 1] * 10)
     assert lo < 0.7 < hi and hi - lo < 0.3
+
+
+# Real replies of the embedded SmolLM2-135M-Instruct (greedy, 32 tokens) to MMLU test questions put as
+# "question / A. .. D. .. / Answer with the letter of the correct option." (high school geography,
+# marketing, nutrition, sociology; the first four of each), with the letter each reply gives.
+SMOLLM2_MMLU_REPLIES = [
+    ("B. a well-connected transportation infrastructure.", "B"),
+    ("B. rapid growth rate.", "B"),
+    ("C. distance decay.", "C"),
+    ("A. Third", "A"),  # option C's text after the letter A: the letter is the answer given
+    ("A. AIDA.", "A"),  # likewise (AIDA is option B)
+    ("C. Feedback", "C"),
+    ("A. In the late 1800s.", "A"),
+    ("B. Performance-value", "B"),
+    ("A. Meat", "A"),
+    ("A. If the incidence rate of the disease falls.", "A"),
+    ("A. The flavonoid class comprises flavonoids and isoflavonoids.", "A"),
+    (
+        "A. Increased energy quantity/density and a more sedentary life-style\n\nThe correct answer is A.\n\n"
+        "The obesity epidemic is primarily caused by a",
+        "A",
+    ),
+    ("C. the media manipulate 'the masses' as vulnerable, passive consumers", "C"),
+    ("B. the forms of wildlife and natural habitats that could be found on the edges of the city", "B"),
+    ("B. not as enjoyable as other sociologists had suggested", "B"),
+    (
+        "A. an urban set, involved in civic bodies and voluntary associations\n\nThe correct answer is: "
+        "A. an urban set, involved in civic bodies and voluntary",
+        "A",
+    ),
+]
+
+
+@pytest.mark.parametrize(("reply", "letter"), SMOLLM2_MMLU_REPLIES)
+def test_choice_letter_on_real_small_model_replies(reply, letter):
+    assert choice_letter(reply) == letter
+
+
+def test_a_letter_the_reply_gives_beats_an_options_text_it_repeats():
+    options = ["First", "Second", "Third", "Fourth"]
+    assert choice_letter("A. Third", options=options) == "A"
+    assert choice_letter("I would say Third.", options=options) == "C"
