@@ -170,3 +170,34 @@ def test_evaluators_in_a_recipe(tmp_path, shared_data):
     assert judge["judged"] == 0 or 0 <= judge["win_rate"] <= 1
     assert nll["nll"] > 0 and nll["rows"] == 3
     assert load_manifest(tmp_path / "run")["steps"][3]["stats"]["metrics"] == nll
+
+
+def eval_op(tmp_path, name, rows, **backends_and_params):
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    backends = {k: v for k, v in backends_and_params.items() if isinstance(v, ScriptedBackend)}
+    params = {k: v for k, v in backends_and_params.items() if k not in backends}
+    ctx = context(**backends)
+    ctx.base_dir = str(tmp_path)
+    return registry.get(name)({"model": "m", "data": "eval.jsonl", **params}, ctx)
+
+
+def test_accuracy_counts_unparsed_answers_as_wrong_and_says_how_many_failed(tmp_path):
+    rows = [
+        {"instruction": "q1", "output": "The answer is (B)."},
+        {"instruction": "q2", "output": "Answer: C"},
+        {"instruction": "q3", "output": "A. yes"},
+        {"instruction": "q4", "output": "D"},
+    ]
+    replies = [("q1", "B. because"), ("q2", "I am not sure."), ("q3", "A dog would say A."), ("q4", None)]
+    op = eval_op(tmp_path, "eval_accuracy", rows, m=ScriptedBackend(script=replies), task="multiple_choice")
+    got = op.evaluate()
+    # q1 right; q2 no letter; q3 "A dog" is no answer, but "say A." is not one either; q4 failed
+    assert got["accuracy"] == 0.25 and got["rows"] == 4 and got["failed"] == 1
+
+
+def test_nll_is_token_weighted_over_the_set(tmp_path):
+    rows = [{"instruction": "q1", "output": "one two"}, {"instruction": "q2", "output": "three"}]
+    backend = ScriptedBackend(logprob=lambda conv, r: -1.0 if "q1" in conv[-1]["content"] else -4.0)
+    got = eval_op(tmp_path, "eval_nll", rows, m=backend).evaluate()
+    assert got["nll"] == pytest.approx((1.0 * 2 + 4.0 * 1) / 3) and got["tokens"] == 3
+    assert got["perplexity"] == pytest.approx(math.exp(2.0), abs=1e-3)
