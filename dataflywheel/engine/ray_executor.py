@@ -3,13 +3,14 @@
 The unit of work is a checkpoint shard, exactly as in the local executor, so outputs are identical and a
 killed run resumes at its first missing shard whichever executor wrote the others:
 
-* Row-wise ops (mappers, scorers, filters) run as Ray Data ``map_batches`` over the step's pending shards.
-  Ops without a model run as stateless tasks; ops with a model run on an actor pool, so each actor loads
-  its model once (``ray.gpus_per_model_actor`` GPUs and one CPU per actor). Each task reads its shard,
-  applies the op batch by batch and writes its output shard and drop log atomically.
-* Selectors gather only their declared columns. Per-row preparation a selector declares
-  (``shard_features``, e.g. MinHash signatures) runs as parallel tasks; the global decision (LSH banding
-  and connected components, k-center, sorting) runs once on the driver.
+* Row-wise ops (mappers, scorers, filters) run as Ray tasks, one per pending shard, at most ``workers`` in
+  flight. Ops with a model run on a pool of actors, so each actor loads its model once
+  (``ray.gpus_per_model_actor`` GPUs and one CPU per actor) and takes the next shard when it finishes one.
+  Each task reads its shard, applies the op batch by batch and writes its output shard, drop log and
+  counts atomically. (Plain tasks, not Ray Data's map_batches: measured faster here, BENCHMARKS.md.)
+* Selectors: the driver reads their declared columns. Per-row preparation a selector declares
+  (``shard_features``, e.g. MinHash signatures) runs as parallel tasks that return only the features; the
+  global decision (LSH banding and connected components, k-center, sorting) runs once on the driver.
 * Generators run like row-wise ops (seed shard k -> output shard k), each shard with its share of the
   budget, which the driver splits before the step starts.
 * Reading the inputs, trainers and evaluators run on the driver.
@@ -23,11 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from dataflywheel.data import io
 from dataflywheel.engine.executor import Executor
@@ -73,20 +71,11 @@ def _op_payload(op: Op) -> Op:
     return fresh
 
 
-def _shards(batch: Any) -> list[tuple[int, Path]]:
-    """(shard index, path) pairs of a batch of the shards dataset, whatever its batch format."""
-    if isinstance(batch, pa.Table):
-        ks, paths = batch.column("k").to_pylist(), batch.column("path").to_pylist()
-    else:
-        ks, paths = batch["k"].tolist(), batch["path"].tolist()
-    return [(int(k), Path(p)) for k, p in zip(ks, paths, strict=True)]
-
-
 def _usage_delta(models: dict, before: dict) -> str:
     return orjson.dumps({n: m.usage.minus(before[n]).as_dict() for n, m in models.items()}).decode()
 
 
-class _ShardWorker:
+class _ShardActor:
     """An actor of a model-backed step: builds the op and its models once, then processes shards."""
 
     def __init__(self, op: Op, specs: dict, store: str):
@@ -96,37 +85,23 @@ class _ShardWorker:
         op.setup()
         self.op, self.store = op, StepStore(store)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def process(self, k: int, shard: str) -> tuple[int, int, str]:
         models = self.op.ctx.models
         before = {n: m.usage.copy() for n, m in models.items()}
-        rows = [process_shard(self.op, p, self.store, k) for k, p in _shards(batch)]
-        usage = _usage_delta(models, before)
-        return {
-            "k": np.asarray(batch["k"]),
-            "rows": np.asarray(rows),
-            "usage": np.asarray([usage] * len(rows)),
-        }
+        rows = process_shard(self.op, Path(shard), self.store, k)
+        return k, rows, _usage_delta(models, before)
 
 
-def _shard_task(batch: dict[str, np.ndarray], op: Op, store: str) -> dict[str, np.ndarray]:
-    """A task of a step without a model: set the op up and process the shards of this batch."""
+def _shard_task(op: Op, store: str, k: int, shard: str) -> tuple[int, int, str]:
+    """A task of a step without a model: set the op up and process one shard."""
     op.setup()
-    st = StepStore(store)
-    rows = [process_shard(op, p, st, k) for k, p in _shards(batch)]
-    return {"k": np.asarray(batch["k"]), "rows": np.asarray(rows), "usage": np.asarray(["{}"] * len(rows))}
+    return k, process_shard(op, Path(shard), StepStore(store), k), "{}"
 
 
-def _features_task(batch: pa.Table, op: Op, cols: list[str]) -> pa.Table:
-    """A selector's per-shard features (MinHash signatures, band keys) for the shards of this batch, and
-    nothing else: the driver reads the declared columns itself, so texts never cross the object store."""
-    parts = []
-    for k, p in _shards(batch):
-        table = pq.read_table(p, columns=[c for c in cols if c in pq.read_schema(p).names])
-        features = pa.table(op.shard_features(table) or {})
-        parts.append(
-            features.append_column("_shard", pa.array(np.full(table.num_rows, int(k), dtype=np.int64)))
-        )
-    return io.concat(parts)
+def _features_task(op: Op, cols: list[str], shard: str) -> pa.Table:
+    """A selector's per-shard features (MinHash signatures, band keys) of one shard, and nothing else: the
+    driver reads the declared columns itself, so texts never cross the object store."""
+    return pa.table(op.shard_features(read_view_columns(Path(shard), cols)) or {})
 
 
 class RayExecutor(Executor):
@@ -149,14 +124,6 @@ class RayExecutor(Executor):
 
     def run(self, fresh: bool = False):
         init_ray(self.address, self.workers)
-        import logging
-
-        import ray.data
-
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         return super().run(fresh)
 
     def _parallelism(self) -> int:
@@ -172,70 +139,94 @@ class RayExecutor(Executor):
             return self.gpus
         return 1.0 if any(sp.device.startswith("cuda") for sp in specs.values()) else 0.0
 
-    def _shards_dataset(self, pending: list[tuple[int, Path]]):
-        import ray.data
-
-        items = [{"k": k, "path": str(p)} for k, p in pending]
-        return ray.data.from_items(items, override_num_blocks=len(items))
-
     def run_shards(self, op: Op, pending: list[tuple[int, Path]], store: StepStore, task) -> None:
-        import ray.data
+        """One Ray task per shard (at most ``workers`` in flight), or for an op with a model a pool of
+        actors that load it once, each given the next shard as it finishes one. Plain Ray tasks, not Ray
+        Data: measured 1.15x (one worker) to 1.3x (two) faster on this step (BENCHMARKS.md)."""
+        import ray
 
-        ds = self._shards_dataset(pending)
-        refs = op.model_refs()
         workers = min(self._parallelism(), len(pending))
+        payload = ray.put(_op_payload(op))
+        todo = list(pending)
+        refs = op.model_refs()
         if refs:
-            driver_models = op.ctx.models
-            specs = {name: driver_models[name].spec for name in refs.values()}
-            out = ds.map_batches(
-                _ShardWorker,
-                fn_constructor_kwargs={"op": _op_payload(op), "specs": specs, "store": str(store.path)},
-                batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1,
-                num_gpus=self._gpus(specs),
-            )
+            specs = {name: op.ctx.models[name].spec for name in refs.values()}
+            actor_cls = ray.remote(num_cpus=1, num_gpus=self._gpus(specs))(_ShardActor)
+            actors = [actor_cls.remote(payload, specs, str(store.path)) for _ in range(workers)]
+
+            def submit(worker: int):
+                k, shard = todo.pop(0)
+                return actors[worker].process.remote(k, str(shard))
         else:
-            out = ds.map_batches(
-                _shard_task,
-                fn_kwargs={"op": _op_payload(op), "store": str(store.path)},
-                batch_size=1,
-                compute=ray.data.TaskPoolStrategy(size=workers),
-                num_cpus=1,
-            )
-        for row in out.iter_rows():
-            for name, delta in orjson.loads(row["usage"]).items():
-                _add_usage(op.ctx.models[name].usage, delta)
-            task.advance()
+            remote = ray.remote(num_cpus=1)(_shard_task)
+
+            def submit(worker: int):
+                k, shard = todo.pop(0)
+                return remote.remote(payload, str(store.path), k, str(shard))
+
+        running = {submit(w): w for w in range(workers)}
+        try:
+            while running:
+                (done,), _ = ray.wait(list(running), num_returns=1)
+                worker = running.pop(done)
+                _, _, usage = ray.get(done)
+                for name, delta in orjson.loads(usage).items():
+                    _add_usage(op.ctx.models[name].usage, delta)
+                task.advance()
+                if todo:
+                    running[submit(worker)] = worker
+        finally:
+            if refs:
+                for actor in actors:
+                    ray.kill(actor)
 
     def view(self, op: Selector, inputs: list[Path], cols: list[str]) -> pa.Table:
         """The declared columns, read by the driver; per-shard features (if the selector has any) computed
-        by parallel tasks that return only the features."""
+        by Ray tasks that return only the features, while the driver, which waits for them anyway,
+        computes features of shards from the other end of the list."""
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(len(inputs), os.cpu_count() or 1)) as pool:
-            tables = list(pool.map(lambda p: read_view_columns(p, cols), inputs))
-        view = io.concat(tables)
+            view = io.concat(list(pool.map(lambda p: read_view_columns(p, cols), inputs)))
         if type(op).shard_features is Selector.shard_features:
             return view  # only reading columns: nothing to compute
-        import ray
-        import ray.data
-
-        ds = self._shards_dataset(list(enumerate(inputs)))
-        out = ds.map_batches(
-            _features_task,
-            fn_kwargs={"op": _op_payload(op), "cols": cols},
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.TaskPoolStrategy(size=min(self._parallelism(), len(inputs))),
-            num_cpus=1,
-        )
-        features = io.concat(ray.get(list(out.to_arrow_refs())))
-        order = pc.sort_indices(features, [("_shard", "ascending")])  # stable: rows keep their shard order
-        features = features.take(order).drop_columns(["_shard"])
+        features = io.concat(self._features(op, inputs, cols))
         for name in features.column_names:
             view = view.append_column(name, features.column(name))
         return view
+
+    def _features(self, op: Selector, inputs: list[Path], cols: list[str]) -> list[pa.Table]:
+        import threading
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        import ray
+
+        payload = ray.put(_op_payload(op))
+        remote = ray.remote(num_cpus=1)(_features_task)
+        todo, lock, out = deque(enumerate(inputs)), threading.Lock(), {}
+
+        def take(front: bool) -> tuple[int, Path] | None:
+            with lock:
+                return (todo.popleft() if front else todo.pop()) if todo else None
+
+        def driver_share() -> None:
+            while (item := take(front=False)) is not None:
+                out[item[0]] = _features_task(op, cols, str(item[1]))
+
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            helping = helper.submit(driver_share)
+            running = {}
+            for _ in range(self._parallelism()):
+                if (item := take(front=True)) is not None:
+                    running[remote.remote(payload, cols, str(item[1]))] = item[0]
+            while running:
+                (done,), _ = ray.wait(list(running), num_returns=1)
+                out[running.pop(done)] = ray.get(done)
+                if (item := take(front=True)) is not None:
+                    running[remote.remote(payload, cols, str(item[1]))] = item[0]
+            helping.result()
+        return [out[k] for k in range(len(inputs))]
 
 
 def _add_usage(usage: Any, delta: dict) -> None:
