@@ -104,3 +104,21 @@ def test_only_the_instruction_is_perturbed_never_the_input():
     assert split_instruction(rows[0]["messages"][0]["content"])[2] == "\n\nINPUT stays whole here"
     assert split_instruction(rows[1]["messages"][0]["content"], words) == ("Task: ", words, " Now: x=1")
     assert split_instruction(words) == ("", words, "")
+
+
+def test_a_failed_or_empty_prediction_is_recorded_not_scored():
+    from tests.fakes import ScriptedBackend, context
+
+    rows = [
+        {"id": "a", "messages": [{"role": "user", "content": "one two three four"}]},
+        {"id": "b", "messages": [{"role": "user", "content": "fail here please"}]},
+        {"id": "c", "messages": [{"role": "user", "content": "empty here please"}]},
+    ]
+    backend = ScriptedBackend(script=[("fail", None), ("empty", " ")], default="an answer")
+    op = registry.get("prompt_uncertainty")({"model": "m", "perturbations": 2}, context(m=backend))
+    out = op.score(io.rows_to_table(rows))
+    assert out["score_pu"][0] is not None and out["score_pu"][1:] == [None, None]
+    errors = out["error_pu"].to_pylist()
+    assert errors[0] is None and errors[1] == "request failed: scripted failure"
+    assert errors[2].startswith("unparsed reply")
+    assert op.stats["failed"] == 1 and op.stats["unparsed"] == 1
