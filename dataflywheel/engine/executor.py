@@ -9,11 +9,10 @@ rerun reuses finished steps, and an interrupted step resumes at its first missin
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,10 @@ from dataflywheel.data import io
 from dataflywheel.data import schema as S
 from dataflywheel.engine import fingerprint as fp
 from dataflywheel.engine.kernels import budget_shares, pass_through, with_columns
+from dataflywheel.engine.results import RunLock, RunResult, StepResult
+from dataflywheel.engine.trained import register_trained
+
+__all__ = ["Executor", "RunResult", "StepResult"]
 from dataflywheel.engine.manifest import Manifest
 from dataflywheel.engine.progress import Progress
 from dataflywheel.engine.store import DROP_SCHEMA, StepStore, atomic_write_json, drop_rows, write_table
@@ -42,56 +45,6 @@ from dataflywheel.ops.base import (
     Trainer,
 )
 from dataflywheel.recipe.models import Recipe
-
-
-@dataclass
-class StepResult:
-    index: int
-    op: str
-    kind: str
-    fingerprint: str
-    dir: str
-    status: str = "computed"  # computed | reused | resumed
-    rows_in: int = 0
-    rows_out: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    shards: int = 0
-    shards_reused: int = 0
-    seconds: float = 0.0
-    stats: dict[str, Any] = field(default_factory=dict)
-    iteration: int = 0  # the loop round a step ran in (0: not in a loop)
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    output_path: Path | None
-    steps: list[StepResult]
-    rows_read: int
-    rows_out: int
-
-    @property
-    def dropped_total(self) -> int:
-        return sum(sum(s.dropped.values()) for s in self.steps)
-
-
-class RunLock:
-    """One run per run directory at a time; the OS releases the lock if the process dies."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
-
-    def __enter__(self) -> RunLock:
-        self.fh = open(self.path, "w")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FlywheelError(f"another flywheel run is using {self.path.parent}") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
 
 
 class Executor:
@@ -489,32 +442,6 @@ class Executor:
             for shard in StepStore(last.dir).shards():
                 writer.write_table(pq.read_table(shard))
         return path
-
-
-def register_trained(op: Op, result: StepResult, models: dict) -> None:
-    """A trainer's checkpoint becomes the named model ``output_model`` for the steps after it. In a loop
-    round t it is also ``name@t``, and the model it replaces stays reachable as ``name@0``."""
-    if not isinstance(op, Trainer) or not op.produced_model():
-        return
-    name = op.produced_model()
-    model = trained_model(op, result, models)
-    if result.iteration:
-        if name in models and f"{name}@0" not in models:
-            models[f"{name}@0"] = models[name]
-        models[f"{name}@{result.iteration}"] = model
-    models[name] = model
-
-
-def trained_model(op: Trainer, result: StepResult, models: dict):
-    """The checkpoint a trainer step saved, as a named model for the steps after it."""
-    from dataflywheel.models.client import Model
-    from dataflywheel.recipe.models import ModelSpec
-
-    base = models.get(op.params.model)
-    device = base.spec.device if base is not None else "auto"
-    spec = ModelSpec(backend="hf", model=str(Path(result.dir) / "checkpoint"), device=device)
-    cache = base.cache if base is not None else None
-    return Model(op.produced_model(), spec, cache)
 
 
 @dataclass
