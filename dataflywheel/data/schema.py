@@ -43,6 +43,14 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
 }
 
 
+def empty_schema(preference: bool = False) -> pa.Schema:
+    """The columns every canonical table has: id, the content, and lineage."""
+    content = PREFERENCE_COLUMNS if preference else (MESSAGES,)
+    return pa.schema(
+        [pa.field(ID, pa.string()), *(pa.field(c, CONVERSATION_TYPE) for c in content), *LINEAGE_FIELDS]
+    )
+
+
 # ASCII whitespace runs collapse to one space (the vectorized reader applies the same rule with RE2).
 WHITESPACE = re.compile(r"[ \t\n\r\f\v]+")
 WHITESPACE_RE2 = r"[ \t\n\r\f\v]+"

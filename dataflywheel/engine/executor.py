@@ -199,6 +199,7 @@ class Executor:
                         )
                     store.write_shard(k, batch.table, drops)
                 k += 1
+        give_empty_shards_the_schema(store)
         return self._finish(result, store, start, rows_in=None)
 
     # ------------------------------------------------------------------ steps 1..n
@@ -442,6 +443,24 @@ class Executor:
             for shard in StepStore(last.dir).shards():
                 writer.write_table(pq.read_table(shard))
         return path
+
+
+def give_empty_shards_the_schema(store: StepStore) -> None:
+    """A shard whose rows were all bad has no columns; later steps need the data's columns there too, so
+    it is rewritten as an empty table of the schema the other shards share (the canonical one if none)."""
+    shards = store.shards()
+    schemas = [pq.read_schema(p) for p in shards]
+    empty = [
+        p
+        for p, sc, n in zip(shards, schemas, store.row_counts(), strict=True)
+        if n == 0 and S.ID not in sc.names
+    ]
+    if not empty:
+        return
+    full = [sc for sc in schemas if S.ID in sc.names]
+    schema = pa.unify_schemas(full, promote_options="permissive") if full else S.empty_schema()
+    for p in empty:
+        write_table(p, schema.empty_table())
 
 
 @dataclass

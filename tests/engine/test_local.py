@@ -15,6 +15,7 @@ import pytest
 
 from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.engine.runinfo import drop_log, load_manifest
+from dataflywheel.engine.store import StepStore
 from dataflywheel.errors import DataError
 from dataflywheel.recipe.validate import validate_file
 from tests.conftest import ROOT, alpaca_rows, write_jsonl
@@ -294,3 +295,37 @@ def test_shards_are_parquet_and_bounded(tmp_path):
     result = run(path, tmp_path / "run")
     counts = [pq.read_metadata(p).num_rows for p in sorted(Path(result.steps[1].dir).glob("shard-*"))]
     assert counts == [5, 5, 5, 5, 3]
+
+
+def test_a_shard_whose_rows_are_all_bad_has_the_datas_schema_and_later_steps_run(tmp_path):
+    bad = {0: "{not json", 1: "[1, 2", 2: "also bad"}  # the whole first shard (3 rows a shard)
+    path = make_recipe(
+        tmp_path,
+        "- text_stats: {fields: [response]}\n- filter: {column: quality, min: 2}\n- sort: {by: quality}\n",
+        n=7,
+        shard_size=3,
+        extra="on_error: skip",
+        bad_lines=bad,
+    )
+    result = run(path, tmp_path / "run")
+    read = result.steps[0]
+    assert read.rows_out == 7 and read.dropped == {"malformed JSON": 3}
+    first = pq.read_table(sorted(StepStore(read.dir).shards())[0])
+    assert first.num_rows == 0 and {"id", "messages", "quality", "origin"} <= set(first.column_names)
+    assert [r["quality"] for r in read_jsonl(result.output_path)] == [2, 3, 4, 5, 6]
+
+
+def test_an_input_whose_rows_are_all_bad_stops_or_gives_an_empty_canonical_output(tmp_path):
+    steps = "- text_stats: {fields: [response]}\n"
+    path = make_recipe(tmp_path, steps, n=0, extra="on_error: skip", bad_lines={0: "{x"})
+    recipe, ops, problems = validate_file(path)
+    assert [p.key for p in problems] == ["inputs.0.path"]  # validation says so before any work
+    with pytest.raises(DataError, match="no readable row"):  # the format cannot be detected: a clear stop
+        LocalExecutor(recipe, ops, tmp_path / "run", progress=False).run()
+    # with the format given, every row is dropped and the output is empty, with the canonical columns
+    path.write_text(path.read_text().replace("{path: pool.jsonl}", "{path: pool.jsonl, format: alpaca}"))
+    recipe, ops, _ = validate_file(path)
+    result = LocalExecutor(recipe, ops, tmp_path / "run2", progress=False).run()
+    assert result.rows_out == 0 and result.steps[0].dropped == {"malformed JSON": 1}
+    (shard,) = StepStore(result.steps[0].dir).shards()
+    assert pq.read_schema(shard).names == ["id", "messages", "origin", "parents", "ops", "iteration"]
