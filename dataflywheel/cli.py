@@ -149,6 +149,9 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML")) -> None:
             err_console.print(f"  - {p}", highlight=False)
         raise typer.Exit(2)
     console.print(f"[green]ok[/] {recipe}: {len(rec.inputs)} input(s), {len(ops)} step(s)")
+    where = rec.output_path(Path("runs") / rec.name)
+    note = "" if Path(rec.output.path or "x").is_absolute() else " (in the run directory; --run-dir moves it)"
+    console.print(f"  output: {where}{note}", highlight=False)
     for line in budget_lines(ops):
         console.print(f"  {line}", highlight=False)
 

@@ -67,6 +67,12 @@ class Executor:
 
     # ------------------------------------------------------------------ the run
     def run(self, fresh: bool = False) -> RunResult:
+        out = self.recipe.output_path(self.run_dir).resolve()
+        for spec in self.recipe.inputs:  # checked before any work: an output never overwrites an input
+            if Path(self.recipe.input_path(spec)).resolve() == out:
+                raise FlywheelError(
+                    f"the output {out} would overwrite the input {spec.path}; choose another path"
+                )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with RunLock(self.run_dir):
             if fresh and (self.run_dir / "steps").exists():
@@ -436,9 +442,7 @@ class Executor:
 
     def _write_output(self, last: StepResult) -> Path | None:
         out = self.recipe.output
-        path = Path(out.path) if out.path else Path("output.jsonl")
-        if not path.is_absolute():
-            path = self.run_dir / path
+        path = self.recipe.output_path(self.run_dir)
         with io.Writer(str(path), out.format, keep_columns=out.keep_columns) as writer:
             for shard in StepStore(last.dir).shards():
                 writer.write_table(pq.read_table(shard))

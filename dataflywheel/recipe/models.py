@@ -77,6 +77,11 @@ class Recipe(_Strict):
     def base_dir(self) -> Path:
         return self._base_dir
 
+    def output_path(self, run_dir: str | Path) -> Path:
+        """Where the output lands: a relative path inside the run directory, an absolute one as written."""
+        path = Path(expand_path(self.output.path)) if self.output.path else Path("output.jsonl")
+        return path if path.is_absolute() else Path(run_dir) / path
+
     def input_path(self, spec: InputSpec) -> str:
         """Inputs are relative to the recipe file, so a recipe runs the same from any directory."""
         path = expand_path(spec.path)

@@ -14,6 +14,7 @@ from dataflywheel.errors import DataError, FlywheelError, Problem, RecipeError
 from dataflywheel.models.client import BACKEND_CAPABILITIES
 from dataflywheel.ops import registry
 from dataflywheel.ops.base import Evaluator, Loop, Op
+from dataflywheel.paths import expand_path
 from dataflywheel.recipe.models import Recipe, StepSpec
 
 
@@ -333,3 +334,15 @@ def _check_output(recipe: Recipe, problems: list[Problem]) -> None:
             io.kind_of_output(out.path)
         except DataError as e:
             problems.append(Problem(e.describe(), key="output.path"))
+        path = Path(expand_path(out.path))
+        if not path.is_absolute() and ".." in path.parts:
+            problems.append(
+                Problem(
+                    f"'{out.path}' would leave the run directory; a relative output path stays inside it, "
+                    "write an absolute path to put the output elsewhere",
+                    key="output.path",
+                )
+            )
+        inputs = {str(Path(recipe.input_path(spec)).resolve()) for spec in recipe.inputs}
+        if path.is_absolute() and str(path.resolve()) in inputs:
+            problems.append(Problem(f"the output {path} would overwrite an input", key="output.path"))

@@ -222,3 +222,47 @@ def test_executor_settings_are_validated(tmp_path):
     )
     keys = {p.key for p in validate_file(bad)[2]}
     assert {"executor", "ray.workers", "ray.nodes"} <= keys, keys
+
+
+def test_an_output_never_overwrites_an_input_nor_leaves_the_run_directory_by_a_relative_path(tmp_path):
+    from dataflywheel.engine.local import LocalExecutor
+    from dataflywheel.errors import FlywheelError
+    from dataflywheel.recipe.validate import validate_file
+    from tests.conftest import alpaca_rows, write_jsonl
+
+    write_jsonl(tmp_path / "pool.jsonl", alpaca_rows(3))
+    before = (tmp_path / "pool.jsonl").read_bytes()
+
+    def recipe(output):
+        (tmp_path / "r.yaml").write_text(
+            "version: 1\nname: o\ninputs: [{path: pool.jsonl}]\nsteps: [head: {n: 1}]\n"
+            f"output: {{path: '{output}'}}\n"
+        )
+        return validate_file(tmp_path / "r.yaml")
+
+    _, _, problems = recipe(tmp_path / "pool.jsonl")
+    assert [str(p) for p in problems] == [
+        f"key 'output.path': the output {tmp_path / 'pool.jsonl'} would overwrite an input"
+    ]
+    rec, ops, _ = recipe(tmp_path / "pool.jsonl")
+    with pytest.raises(FlywheelError, match="would overwrite the input"):  # the engine refuses it too
+        LocalExecutor(rec, ops, tmp_path / "run", progress=False).run()
+    assert (tmp_path / "pool.jsonl").read_bytes() == before and not (tmp_path / "run").exists()
+    _, _, problems = recipe("../escaped.jsonl")
+    assert any("would leave the run directory" in str(p) for p in problems)
+    _, _, problems = recipe(tmp_path / "elsewhere" / "out.jsonl")  # absolute, written as such: allowed
+    assert problems == []
+
+
+def test_validate_prints_where_the_output_lands(tmp_path):
+    from typer.testing import CliRunner
+
+    from dataflywheel.cli import app
+    from tests.conftest import alpaca_rows, write_jsonl
+
+    write_jsonl(tmp_path / "pool.jsonl", alpaca_rows(3))
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: o\ninputs: [{path: pool.jsonl}]\noutput: {path: sel.jsonl}\n"
+    )
+    out = CliRunner().invoke(app, ["validate", str(tmp_path / "r.yaml")])
+    assert out.exit_code == 0 and "output: runs/o/sel.jsonl (in the run directory" in out.output
