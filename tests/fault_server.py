@@ -48,7 +48,7 @@ def create_app(hang_s: float = 2.0) -> FastAPI:
         text = body["messages"][-1]["content"]
         attempts[text] += 1
         n = attempts[text]
-        m = re.match(r"(\d+|garble|hang)x(\d+)", text)
+        m = re.match(r"(\d+|garble|hang|empty|null|blank)x(\d+)", text)
         if text == "always500":
             return PlainTextResponse("boom", 500)
         if text == "bad400":
@@ -57,6 +57,12 @@ def create_app(hang_s: float = 2.0) -> FastAPI:
             kind = m.group(1)
             if kind == "garble":
                 return PlainTextResponse('{"choices": [', 200, media_type="application/json")
+            if kind == "empty":  # a 200 with no choices
+                return {**answer(text), "choices": []}
+            if kind in ("null", "blank"):  # a 200 whose message has no text
+                body = answer(text)
+                body["choices"][0]["message"]["content"] = None if kind == "null" else ""
+                return body
             if kind == "hang":
                 await asyncio.sleep(hang_s)  # past the client's timeout
                 return answer(text)

@@ -96,7 +96,9 @@ class OpenAIBackend(Backend):
         return digest("openai", self.base_url, self.model)
 
     # ------------------------------------------------------------------ transport
-    async def _post(self, client, path: str, payload: dict) -> tuple[dict, int]:
+    async def _post(self, client, path: str, payload: dict, check=None) -> tuple[dict, int]:
+        """The JSON answer to one request, retried on transport errors, 429/5xx, malformed JSON and answers
+        ``check`` finds wrong (it returns what is wrong, or None)."""
         import httpx
 
         err = "no attempt"
@@ -114,9 +116,13 @@ class OpenAIBackend(Backend):
                         data = resp.json()
                         if not isinstance(data, dict):
                             raise ValueError("not an object")
-                        return data, attempt
                     except ValueError:
                         err = f"malformed JSON in the response: {resp.text[:80]!r}"
+                    else:
+                        problem = check(data) if check else None
+                        if problem is None:
+                            return data, attempt
+                        err = problem
                 elif resp.status_code in RETRY_STATUS:
                     err = f"HTTP {resp.status_code}: {resp.text[:200]}"
                     wait = retry_after(resp.headers.get("retry-after"))
@@ -128,7 +134,9 @@ class OpenAIBackend(Backend):
                 await asyncio.sleep(min(wait, self.backoff_max))
         raise RequestFailed(f"{err} (after {self.max_retries} retries)", self.max_retries)
 
-    def _run_all(self, path: str, payloads: list[dict]) -> list[tuple[dict | None, int, str | None]]:
+    def _run_all(
+        self, path: str, payloads: list[dict], check=None
+    ) -> list[tuple[dict | None, int, str | None]]:
         async def main():
             import httpx
 
@@ -139,7 +147,7 @@ class OpenAIBackend(Backend):
                 async def one(p):
                     async with sem:
                         try:
-                            data, retries = await self._post(client, path, p)
+                            data, retries = await self._post(client, path, p, check)
                             return data, retries, None
                         except RequestFailed as e:
                             return None, e.retries, str(e)
@@ -163,7 +171,8 @@ class OpenAIBackend(Backend):
             base["seed"] = sampling.seed
         if sampling.logprobs:
             base["logprobs"] = True
-        answers = self._run_all("/chat/completions", [{**base, "messages": c} for c in conversations])
+        payloads = [{**base, "messages": c} for c in conversations]
+        answers = self._run_all("/chat/completions", payloads, check=_chat_problem)
         out = []
         for data, retries, err in answers:
             if err is not None:
@@ -203,6 +212,19 @@ class OpenAIBackend(Backend):
                 raise ModelError(f"embeddings from {self.base_url} failed: {err}")
             vecs += [d["embedding"] for d in sorted(data["data"], key=lambda d: d["index"])]
         return np.asarray(vecs, dtype=np.float32)
+
+
+def _chat_problem(data: dict) -> str | None:
+    """What is wrong with a 200 answer to a chat request: no choices, or a choice without text. Such an
+    answer is retried and, if it stays so, recorded as a failure (never cached as a reply)."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "the server answered with no choices"
+    for choice in choices:
+        content = (choice.get("message") or {}).get("content") if isinstance(choice, dict) else None
+        if not isinstance(content, str) or not content.strip():
+            return f"the server answered with {'no' if content is None else 'empty'} content"
+    return None
 
 
 def _parse_chat(data: dict, retries: int) -> ChatResult:

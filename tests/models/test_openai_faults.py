@@ -115,3 +115,25 @@ def test_a_recipe_records_failures_on_rows_and_in_the_manifest(server, tmp_path,
     for f in (tmp_path / "run").rglob("*"):
         if f.is_file():
             assert b"sk-do-not-log" not in f.read_bytes(), f
+
+
+def test_a_200_with_no_choices_or_no_text_is_retried_then_recorded_never_cached(server, tmp_path):
+    from dataflywheel.models.cache import CallCache
+    from dataflywheel.models.client import Model
+    from dataflywheel.recipe.models import ModelSpec
+
+    fault_server.attempts.clear()
+    texts = ["emptyx1", "nullx2", "blankx1", "emptyx9", "nullx9"]
+    results = backend(server).chat([[{"role": "user", "content": t}] for t in texts], Sampling())
+    by = dict(zip(texts, results, strict=True))
+    for t, retries in (("emptyx1", 1), ("nullx2", 2), ("blankx1", 1)):
+        assert by[t].error is None and by[t].text == f"echo: {t}" and by[t].retries == retries
+    assert "no choices" in by["emptyx9"].error and "after 3 retries" in by["emptyx9"].error
+    assert "no content" in by["nullx9"].error and fault_server.attempts["nullx9"] == 4
+    # through a named model: the failure is counted and not cached, so the next call asks again
+    spec = ModelSpec(backend="openai", model="fault", base_url=server.url)
+    model = Model("m", spec, CallCache(str(tmp_path / "c.sqlite")), backend=backend(server))
+    (first,) = model.chat([[{"role": "user", "content": "emptyx99"}]])
+    (again,) = model.chat([[{"role": "user", "content": "emptyx99"}]])
+    assert first.error and again.error and model.usage.failed == 2 and model.usage.cached == 0
+    assert fault_server.attempts["emptyx99"] == 8  # 4 attempts each: the failure was not served from cache
