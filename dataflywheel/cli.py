@@ -37,6 +37,9 @@ def run(
     executor: str | None = typer.Option(None, help="local or ray (default: the recipe's `executor`)"),
     address: str | None = typer.Option(None, help='Ray cluster address ("auto", "ray://head:10001")'),
     workers: int | None = typer.Option(None, help="Ray: parallel tasks or actors per step"),
+    retry_failed: bool = typer.Option(
+        False, help="ask again the model calls that failed in finished steps (and redo the steps after)"
+    ),
 ) -> None:
     """Run a recipe: reuses finished steps and resumes an interrupted one."""
     from dataflywheel.engine.local import LocalExecutor
@@ -49,7 +52,7 @@ def run(
     target = run_dir or Path("runs") / rec.name
     try:
         kind = executor or ("ray" if address else rec.executor)
-        options = {"progress": not quiet and sys.stderr.isatty()}
+        options = {"progress": not quiet and sys.stderr.isatty(), "retry_failed": retry_failed}
         if kind == "ray":
             from dataflywheel.engine.ray_executor import RayExecutor
 
@@ -116,6 +119,7 @@ def summary_table(result) -> Table:
         ("out", "right"),
         ("dropped", "right"),
         ("top drop reason", "left"),
+        ("failed calls", "right"),
         ("seconds", "right"),
         ("status", "left"),
     ):
@@ -131,6 +135,7 @@ def summary_table(result) -> Table:
             f"{s.rows_out:,}",
             f"{dropped:,}",
             f"{top[0][:48]} ({top[1]})" if top else "",
+            f"{sum(u.get('failed', 0) for u in s.stats.get('models', {}).values()):,}",
             f"{s.seconds:.2f}",
             s.status,
         )

@@ -59,11 +59,17 @@ class Executor:
         run_dir: str | Path,
         progress: bool = True,
         model_loader: Callable[[Recipe], dict[str, Any]] | None = None,
+        retry_failed: bool = False,
     ):
         self.recipe, self.ops = recipe, ops
         self.run_dir = Path(run_dir)
         self.progress = Progress(enabled=progress)
         self.model_loader = model_loader
+        # retry_failed: a finished step's shards with failed model calls are computed again, and every step
+        # after it too (its input changed); off by default, since a permanent failure would redo them
+        # on every rerun.
+        self.retry_failed = retry_failed
+        self._input_changed = False
 
     # ------------------------------------------------------------------ the run
     def run(self, fresh: bool = False) -> RunResult:
@@ -238,8 +244,16 @@ class Executor:
         result = StepResult(
             op.ctx.step, op.name, op.kind, digest, str(store.path), iteration=op.ctx.iteration
         )
+        if self._input_changed and store.path.exists():
+            shutil.rmtree(store.path)  # computed from rows an earlier step has since changed
         if store.is_done():
-            return self._reused(result, store)
+            failed = store.failed_shards() if self.retry_failed else []
+            if not failed:
+                return self._reused(result, store)
+            for k in failed:
+                store.remove_shard(k)
+            store.done_path.unlink()
+            self._input_changed = True
         store.prepare()
         inputs = StepStore(prev.dir).shards()
         start = time.perf_counter()

@@ -29,15 +29,23 @@ def process_shard(op: Op, shard: Path, store: StepStore, k: int) -> int:
     table = pq.read_table(shard)
     size = op.batch_rows or max(table.num_rows, 1)
     op.stats.clear()
+    failed_before = _failed_calls(op)
     parts, drops = [], []
     for offset in range(0, max(table.num_rows, 1), size):
         out, dropped = apply_op(op, table.slice(offset, size))
         parts.append(out)
         if dropped is not None:
             drops.append(dropped)
+    if failed := _failed_calls(op) - failed_before:  # recorded on their rows; counted for --retry-failed
+        op.stats["failed_calls"] += failed
     out_table = io.concat(parts) if len(parts) > 1 else parts[0]
     store.write_shard(k, out_table, pa.concat_tables(drops) if drops else None, dict(op.stats))
     return out_table.num_rows
+
+
+def _failed_calls(op: Op) -> int:
+    models = op.ctx.models or {}
+    return sum(models[n].usage.failed for n in set(op.model_refs().values()) if n in models)
 
 
 def budget_shares(budget: GenerationBudget, seed_rows: list[int]) -> list[GenerationBudget]:

@@ -104,6 +104,19 @@ class StepStore:
             os.remove(self.stats_path(k))
         write_table(self.shard_path(k), table)
 
+    def failed_shards(self) -> list[int]:
+        """Shards whose model calls failed (their counts say ``failed_calls``)."""
+        out = []
+        for f in sorted(self.path.glob("stats-*.json")):
+            if orjson.loads(f.read_bytes()).get("failed_calls"):
+                out.append(int(f.stem.split("-")[1]))
+        return out
+
+    def remove_shard(self, k: int) -> None:
+        for p in (self.shard_path(k), self.drops_path(k), self.stats_path(k)):
+            if p.exists():
+                os.remove(p)
+
     def op_counts(self) -> dict[str, int]:
         """The op's counts (requests, unparsed replies, ...) summed over the finished shards."""
         total: Counter = Counter()

@@ -137,3 +137,49 @@ def test_a_200_with_no_choices_or_no_text_is_retried_then_recorded_never_cached(
     (again,) = model.chat([[{"role": "user", "content": "emptyx99"}]])
     assert first.error and again.error and model.usage.failed == 2 and model.usage.cached == 0
     assert fault_server.attempts["emptyx99"] == 8  # 4 attempts each: the failure was not served from cache
+
+
+def test_a_rerun_with_retry_failed_asks_the_failed_calls_again_and_redoes_the_steps_after(server, tmp_path):
+    import orjson
+
+    from dataflywheel.cli import summary_table
+    from dataflywheel.engine.local import LocalExecutor
+    from dataflywheel.models.client import Model
+    from dataflywheel.recipe.validate import validate_file
+
+    fault_server.attempts.clear()
+    write_jsonl(tmp_path / "seeds.jsonl", [{"instruction": t} for t in ("fine", "emptyx4", "also fine")])
+    (tmp_path / "r.yaml").write_text(
+        textwrap.dedent(f"""
+        version: 1
+        name: retry
+        shard_size: 1
+        inputs: [{{path: seeds.jsonl}}]
+        models: {{m: {{backend: openai, model: fault, base_url: '{server.url}', max_retries: 3}}}}
+        steps:
+          - generate: {{model: m}}
+          - text_stats: {{fields: [response]}}
+        """)
+    )
+    rec, ops, problems = validate_file(tmp_path / "r.yaml")
+    assert not problems, problems
+
+    def run(**kw):
+        loader = lambda r: {"m": Model("m", r.models["m"], backend=backend(server))}  # noqa: E731
+        return LocalExecutor(rec, ops, tmp_path / "run", progress=False, model_loader=loader, **kw).run()
+
+    def answers(result):
+        rows = [orjson.loads(x) for x in result.output_path.read_bytes().splitlines()]
+        return [
+            r["messages"][-1]["content"] if r["messages"][-1]["role"] == "assistant" else None for r in rows
+        ]
+
+    first = run()
+    assert answers(first)[1] is None and first.steps[1].stats["counts"]["failed_calls"] == 1
+    table = summary_table(first)
+    assert table.columns[7].header == "failed calls" and list(table.columns[7]._cells)[1] == "1"
+    assert [s.status for s in run().steps] == ["reused"] * 3  # without the flag a rerun reuses the steps
+    again = run(retry_failed=True)  # the 5th attempt of "emptyx4" succeeds
+    assert [s.status for s in again.steps] == ["reused", "resumed", "computed"]
+    assert answers(again) == ["echo: fine", "echo: emptyx4", "echo: also fine"]
+    assert fault_server.attempts["fine"] == 1  # the call that had succeeded was not asked again
