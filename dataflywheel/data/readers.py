@@ -169,19 +169,36 @@ def _iter_csv(path: str) -> Iterator[RawRow]:
         raise DataError(
             "invalid UTF-8", Location(path, line=line), "UTF-8 text", f"byte 0x{raw[u.start]:02x}"
         ) from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    start = 2
-    for rec in reader:
-        where = Location(path, line=start)
-        start = reader.line_num + 1
-        if None in rec:
-            yield RawRow(
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return
+    fieldnames = next(csv.reader([lines[0]]))
+    pos = 1  # lines[pos] is the first line not yet read (file line pos + 1)
+    while pos < len(lines):
+        # strict: a quote that does not close before the next delimiter or line end is an error, never a
+        # field that silently swallows the rows after it
+        reader = csv.DictReader(io.StringIO("".join(lines[pos:]), newline=""), fieldnames, strict=True)
+        consumed = 0
+        try:
+            for rec in reader:
+                where = Location(path, line=pos + consumed + 1)
+                consumed = reader.line_num
+                if None in rec:
+                    error = DataError("too many cells", where, f"{len(fieldnames)} columns")
+                    yield RawRow(where, error=error, text=str(rec))
+                    continue
+                yield RawRow(where, {k: _csv_cell(k, v) for k, v in rec.items() if v is not None})
+        except csv.Error as e:
+            where = Location(path, line=pos + consumed + 1)
+            error = DataError(
+                f"unclosed or misplaced quote ({e})",
                 where,
-                error=DataError("too many cells", where, f"{len(reader.fieldnames)} columns"),
-                text=str(rec),
+                "a quoted field closed before the next comma or line end (RFC 4180)",
             )
-            continue
-        yield RawRow(where, {k: _csv_cell(k, v) for k, v in rec.items() if v is not None})
+            yield RawRow(where, error=error, text=lines[pos + consumed])
+            pos += consumed + 1  # the bad line goes to the drop log; reading goes on from the next one
+        else:
+            return
 
 
 def _iter_hf(ds, path: str) -> Iterator[RawRow]:

@@ -178,3 +178,33 @@ def test_writer_leaves_no_partial_file_on_error(tmp_path):
 def test_mixed_type_extra_field_is_kept_as_json_text():
     table = io.rows_to_table([{"id": "a", "meta": 1}, {"id": "b", "meta": "x"}])
     assert table.column("meta").to_pylist() == ["1", '"x"']
+
+
+@pytest.mark.parametrize(
+    ("text", "good"),
+    [
+        # a stray quote in the last column would swallow the rows after it into one response
+        ('instruction,output\nq1,"broken answer\nq2,a2\nq3,a3\nq4,"a4"\nq5,a5\n', ["q2", "q3", "q4", "q5"]),
+        # in a middle column it would merge six good rows into one dropped row
+        (
+            'instruction,output,x\nq1,"broken,a1\nq2,a2,1\nq3,a3,2\nq4,"a4",3\nq5,a5,4\nq6,a6,5\nq7,a7,6\n',
+            ["q2", "q3", "q4", "q5", "q6", "q7"],
+        ),
+        # up to the end of the file
+        ('instruction,output\nq1,"broken answer\nq2,a2\nq3,a3\n', ["q2", "q3"]),
+    ],
+)
+def test_csv_quote_that_does_not_close_swallows_no_row(tmp_path, text, good):
+    (tmp_path / "a.csv").write_text(text)
+    with pytest.raises(DataError, match=r"a.csv:2: unclosed or misplaced quote"):
+        io.read_all(str(tmp_path / "a.csv"))
+    got = io.read_all(str(tmp_path / "a.csv"), on_error="skip")
+    assert [r["messages"][0]["content"] for r in got.rows] == good
+    assert len(got.dropped) == 1 and "broken" in got.dropped[0].row
+    assert len(got.rows) + len(got.dropped) == text.count("\n") - 1  # every row read or dropped
+
+
+def test_csv_multiline_quoted_fields_stay_one_row(tmp_path):
+    (tmp_path / "a.csv").write_text('instruction,output\nq1,"line one, with a comma\nline two, too"\nq2,a2\n')
+    got = io.read_all(str(tmp_path / "a.csv"))
+    assert [r["messages"][1]["content"] for r in got.rows] == ["line one, with a comma\nline two, too", "a2"]
