@@ -51,7 +51,8 @@ def record_batches(path: str, kind: str) -> Iterator[pa.RecordBatch]:
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError) as e:
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError) as e:
+                # OSError: damaged compressed data; the row reader says where, and keeps what came before
                 raise NotFast(str(e)) from None
             yield batch
     finally:
@@ -66,7 +67,7 @@ def canonical_batches(path: str, kind: str, fmt: str, origin: str, seen: set) ->
             table = pa.Table.from_batches([batch])
             if table.num_rows:
                 yield canonical_table(table, fmt, origin, seen)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
         raise NotFast(str(e)) from None
 
 

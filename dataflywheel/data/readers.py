@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,38 @@ def _open_bytes(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
+# What reading a damaged or mislabelled .gz raises, at the start or in the middle of the stream.
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, OSError)
+
+
+def _damaged(path: str, where: Location, e: Exception, offset: int) -> DataError:
+    return DataError(
+        "damaged gzip data",
+        where,
+        "a complete gzip file",
+        f"{type(e).__name__}: {e}; nothing after byte {offset:,} of the text can be read",
+    )
+
+
+def gzip_problem(path: str) -> str | None:
+    """Why a .gz file cannot be read to its end, or None (streams the whole file: cheap next to a run)."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    except GZIP_ERRORS as e:
+        return f"{path}: damaged gzip data ({type(e).__name__}: {e})"
+    return None
+
+
+def _read_all_bytes(path: str) -> bytes:
+    with _open_bytes(path) as fh:
+        try:
+            return fh.read()
+        except GZIP_ERRORS as e:
+            raise _damaged(path, Location(path), e, 0) from None
+
+
 def _bad_json(path: str, line: int | None, row: int | None, err: Exception, raw: bytes) -> DataError:
     where = Location(path, line=line, row=row)
     try:
@@ -87,7 +120,20 @@ def _bad_json(path: str, line: int | None, row: int | None, err: Exception, raw:
 
 def _iter_jsonl(path: str) -> Iterator[RawRow]:
     with _open_bytes(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        lineno, offset, lines = 0, 0, iter(fh)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except GZIP_ERRORS as e:  # the rows read so far stand; the rest is one recorded loss
+                where = Location(path, line=lineno + 1)
+                yield RawRow(
+                    where, error=_damaged(path, where, e, offset), text=f"<unreadable from byte {offset}>"
+                )
+                return
+            lineno += 1
+            offset += len(raw)
             if not raw.strip():
                 continue
             try:
@@ -100,8 +146,7 @@ def _iter_jsonl(path: str) -> Iterator[RawRow]:
 
 
 def _iter_json(path: str) -> Iterator[RawRow]:
-    with _open_bytes(path) as fh:
-        raw = fh.read()
+    raw = _read_all_bytes(path)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -160,8 +205,7 @@ def _csv_cell(key: str, value: str):
 
 
 def _iter_csv(path: str) -> Iterator[RawRow]:
-    with _open_bytes(path) as fh:
-        raw = fh.read()
+    raw = _read_all_bytes(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as u:
@@ -266,13 +310,18 @@ def detect_format(path: str, split: str | None = None, peek: int = 20) -> tuple[
     """The format of a file from its first good rows, and the fields seen in them."""
     keys: dict[str, None] = {}
     first: RawRow | None = None
+    damaged = None
     for n, raw in enumerate(iter_raw(path, split)):
         if raw.error is None and isinstance(raw.value, dict):
             first = first or raw
             keys.update(dict.fromkeys(raw.value))
+        elif raw.error is not None and raw.error.reason == "damaged gzip data":
+            damaged = raw.error
         if n + 1 >= peek:
             break
     if first is None:
+        if damaged is not None:
+            raise damaged  # say what is wrong with the file, not only that no row could be read
         raise DataError("no readable row", Location(path), "at least one JSON object row")
     fmt = formats.detect(first.value.keys())
     if fmt is None:

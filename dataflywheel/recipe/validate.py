@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from dataflywheel.data import formats, io
+from dataflywheel.data import formats, io, readers
 from dataflywheel.data import schema as S
 from dataflywheel.errors import DataError, FlywheelError, Problem, RecipeError
 from dataflywheel.models.client import BACKEND_CAPABILITIES
@@ -238,6 +239,9 @@ def _input_columns(recipe: Recipe, problems: list[Problem]) -> list[str] | None:
             continue
         if path.startswith("hf://"):
             continue  # reaching the hub is the run's business; validation stays offline
+        if path.endswith(".gz") and os.path.isfile(path) and (problem := readers.gzip_problem(path)):
+            problems.append(Problem(problem, key=key))
+            continue
         try:
             fmt = spec.format if spec.format != "auto" else io.detect_format(path, spec.split)[0]
             cols = _peek_columns(path, fmt, spec.split)

@@ -208,3 +208,37 @@ def test_csv_multiline_quoted_fields_stay_one_row(tmp_path):
     (tmp_path / "a.csv").write_text('instruction,output\nq1,"line one, with a comma\nline two, too"\nq2,a2\n')
     got = io.read_all(str(tmp_path / "a.csv"))
     assert [r["messages"][1]["content"] for r in got.rows] == ["line one, with a comma\nline two, too", "a2"]
+
+
+def _gz_rows(n: int) -> bytes:
+    import gzip
+
+    lines = [json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) for i in range(n)]
+    return gzip.compress(("\n".join(lines) + "\n").encode())
+
+
+def test_a_truncated_gz_keeps_the_rows_before_the_damage_and_records_the_rest(tmp_path):
+    data = _gz_rows(3000)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut.jsonl.gz:\d+: damaged gzip data"):
+        io.read_all(str(path))
+    got = io.read_all(str(path), on_error="skip")
+    assert 0 < len(got.rows) < 3000
+    assert [r["messages"][0]["content"] for r in got.rows] == [f"q{i}" for i in range(len(got.rows))]
+    (loss,) = got.dropped
+    assert loss.reason == "damaged gzip data" and "nothing after byte" in loss.detail
+
+
+def test_a_file_named_gz_that_is_not_gzip_is_named_and_validation_says_so(tmp_path):
+    from dataflywheel.recipe.validate import validate_file
+
+    (tmp_path / "plain.jsonl.gz").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    with pytest.raises(DataError, match=r"plain.jsonl.gz:1: damaged gzip data.*Not a gzipped file"):
+        io.read_all(str(tmp_path / "plain.jsonl.gz"))
+    data = _gz_rows(3000)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    for name in ("plain.jsonl.gz", "cut.jsonl.gz"):  # damage past the first rows is found too
+        (tmp_path / "r.yaml").write_text(f"version: 1\nname: g\ninputs: [{{path: {name}}}]\n")
+        problems = [str(p) for p in validate_file(tmp_path / "r.yaml")[2]]
+        assert len(problems) == 1 and "damaged gzip data" in problems[0], problems
