@@ -17,6 +17,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="dataflywheel: select, enhance, synthesize, distill and evolve LLM training data.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        import dataflywheel
+
+        print(f"dataflywheel {dataflywheel.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version"
+    ),
+) -> None:
+    """dataflywheel: select, enhance, synthesize, distill and evolve LLM training data."""
+
+
 # Piped output (CI logs, tests) gets a wide console so tables are not folded into unreadable columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)

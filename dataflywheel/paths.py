@@ -20,3 +20,12 @@ def expand_path(value: str) -> str:
         return m.group(0)
 
     return os.path.expanduser(_VAR.sub(sub, value))
+
+
+def unset_variables(value: str) -> list[str]:
+    """The variables a path names that are not set and have no default (``${VAR:-x}`` has one)."""
+    return [
+        m.group(1) or m.group(3)
+        for m in _VAR.finditer(value)
+        if m.group(2) is None and (m.group(1) or m.group(3)) not in os.environ
+    ]

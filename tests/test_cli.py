@@ -118,3 +118,22 @@ def test_ops_catalog_lists_and_describes():
     assert one.exit_code == 0 and "keep_missing" in one.output and "required" in one.output
     bad = runner.invoke(app, ["ops", "fliter"])
     assert bad.exit_code == 1 and "did you mean 'filter'" in bad.output
+
+
+def test_version():
+    import dataflywheel
+
+    out = runner.invoke(app, ["--version"])
+    assert out.exit_code == 0 and out.output.strip() == f"dataflywheel {dataflywheel.__version__}"
+
+
+def test_an_unset_variable_in_an_input_path_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLYWHEEL_TEST_DATA", raising=False)
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: x\ninputs: [{path: '${FLYWHEEL_TEST_DATA}/p.jsonl'}]\n"
+    )
+    out = runner.invoke(app, ["validate", str(tmp_path / "r.yaml")])
+    assert (
+        out.exit_code == 2
+        and "$FLYWHEEL_TEST_DATA in '${FLYWHEEL_TEST_DATA}/p.jsonl' is not set" in out.output
+    )

@@ -15,7 +15,7 @@ from dataflywheel.errors import DataError, FlywheelError, Problem, RecipeError
 from dataflywheel.models.client import BACKEND_CAPABILITIES
 from dataflywheel.ops import registry
 from dataflywheel.ops.base import Evaluator, Loop, Op
-from dataflywheel.paths import expand_path
+from dataflywheel.paths import expand_path, unset_variables
 from dataflywheel.recipe.models import Recipe, StepSpec
 
 
@@ -228,6 +228,12 @@ def _input_columns(recipe: Recipe, problems: list[Problem]) -> list[str] | None:
     common: list[str] | None = None
     for n, spec in enumerate(recipe.inputs):
         key = f"inputs.{n}.path"
+        if unset := unset_variables(spec.path):
+            names = ", ".join(f"${v}" for v in unset)
+            problems.append(
+                Problem(f"{names} in '{spec.path}' is not set (set it, or write ${{VAR:-default}})", key=key)
+            )
+            continue
         path = recipe.input_path(spec)
         if spec.format != "auto" and spec.format not in formats.FORMATS:
             problems.append(
