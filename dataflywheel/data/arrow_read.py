@@ -59,12 +59,18 @@ def record_batches(path: str, kind: str) -> Iterator[pa.RecordBatch]:
         stream.close()
 
 
-def canonical_batches(path: str, kind: str, fmt: str, origin: str, seen: set) -> Iterator[pa.Table]:
-    """Canonical tables, one per block; raises NotFast (having emitted only whole valid blocks)."""
+def canonical_batches(
+    path: str, kind: str, fmt: str, origin: str, seen: set, fields: dict[str, str] | None = None
+) -> Iterator[pa.Table]:
+    """Canonical tables, one per block; raises NotFast (having emitted only whole valid blocks).
+    ``fields`` renames the file's fields to the format's (format name -> file name)."""
+    rename = {found: name for name, found in (fields or {}).items()}
     try:
         batches = record_batches(path, kind)
         for batch in batches:
             table = pa.Table.from_batches([batch])
+            if rename:
+                table = table.rename_columns([rename.get(c, c) for c in table.column_names])
             if table.num_rows:
                 yield canonical_table(table, fmt, origin, seen)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:

@@ -92,6 +92,7 @@ def read_canonical(
     origin: str | None = None,
     shard_size: int = 10_000,
     seen_ids: set | None = None,
+    fields: dict[str, str] | None = None,
 ) -> Iterator[ReadBatch]:
     """Canonical rows in shards of `shard_size` items; bad rows raise (on_error='raise') or come back
     as drops ('skip').
@@ -104,7 +105,7 @@ def read_canonical(
     from dataflywheel.data import arrow_read
 
     if fmt == "auto":
-        fmt, _ = detect_format(path, split)
+        fmt, _ = detect_format(path, split, fields=fields)
     elif fmt not in formats.FORMATS:
         raise DataError(f"unknown format '{fmt}'", Location(path), f"one of {list(formats.FORMATS)} or auto")
     origin = origin or source_name(path)
@@ -114,7 +115,7 @@ def read_canonical(
     kind = kind_of(path)
     if arrow_read.supported(kind, fmt):
         try:
-            for table in arrow_read.canonical_batches(path, kind, fmt, origin, seen):
+            for table in arrow_read.canonical_batches(path, kind, fmt, origin, seen, fields):
                 done += table.num_rows
                 yield from chunker.add(table)
         except arrow_read.NotFast:
@@ -124,7 +125,7 @@ def read_canonical(
             return
     rows: list[dict] = []
     dropped: list[Dropped] = []
-    for n, raw in enumerate(iter_raw(path, split)):
+    for n, raw in enumerate(iter_raw(path, split, fields)):
         if n < done:
             continue  # already read by the vectorized reader
         try:

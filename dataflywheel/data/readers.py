@@ -290,28 +290,45 @@ def _load_hf_hub(path: str, split: str | None):
         ) from None
 
 
-def iter_raw(path: str, split: str | None = None) -> Iterator[RawRow]:
-    """Every row of a file as found, in order; a bad row comes back with its error instead of raising."""
+def iter_raw(path: str, split: str | None = None, fields: dict[str, str] | None = None) -> Iterator[RawRow]:
+    """Every row of a file as found, in order; a bad row comes back with its error instead of raising.
+    ``fields`` maps a format's field to the file's name for it ({"instruction": "question"})."""
     kind = kind_of(path)
     if kind == "hf_hub":
-        yield from _iter_hf(_load_hf_hub(path, split), path)
-        return
-    if not os.path.exists(path):
+        rows = _iter_hf(_load_hf_hub(path, split), path)
+    elif not os.path.exists(path):
         raise DataError("file not found", Location(path), "an existing file or folder")
-    if kind == "hf_disk":
-        yield from _iter_hf(_load_hf_disk(path, split), path)
+    elif kind == "hf_disk":
+        rows = _iter_hf(_load_hf_disk(path, split), path)
     else:
-        yield from {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv}[
-            kind
-        ](path)
+        readers = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv}
+        rows = readers[kind](path)
+    if not fields:
+        yield from rows
+        return
+    for raw in rows:
+        if isinstance(raw.value, dict):
+            raw.value = rename_fields(raw.value, fields)
+        yield raw
 
 
-def detect_format(path: str, split: str | None = None, peek: int = 20) -> tuple[str, list[str]]:
+def rename_fields(row: dict, fields: dict[str, str]) -> dict:
+    """The row with each file field named as the format names it (``fields``: format name -> file name)."""
+    out = dict(row)
+    for name, found in fields.items():
+        if found in out:
+            out[name] = out.pop(found)
+    return out
+
+
+def detect_format(
+    path: str, split: str | None = None, peek: int = 20, fields: dict[str, str] | None = None
+) -> tuple[str, list[str]]:
     """The format of a file from its first good rows, and the fields seen in them."""
     keys: dict[str, None] = {}
     first: RawRow | None = None
     damaged = None
-    for n, raw in enumerate(iter_raw(path, split)):
+    for n, raw in enumerate(iter_raw(path, split, fields)):
         if raw.error is None and isinstance(raw.value, dict):
             first = first or raw
             keys.update(dict.fromkeys(raw.value))

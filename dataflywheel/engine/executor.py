@@ -173,7 +173,7 @@ class Executor:
             path = self.recipe.input_path(spec)
             content = path if path.startswith("hf://") else file_digest(path)
             on_error = spec.on_error or self.recipe.on_error
-            parts.append([content, spec.format, spec.name, spec.split, on_error])
+            parts.append([content, spec.format, spec.name, spec.split, on_error, spec.fields or None])
         return fp.digest("read", parts, self.recipe.shard_size, fp.code_version())
 
     def _read_step(self) -> StepResult:
@@ -191,7 +191,7 @@ class Executor:
             on_error = spec.on_error or self.recipe.on_error
             # Parsing is repeated on resume (ids must stay unique), but finished shards are not rewritten.
             for batch in io.read_canonical(
-                path, spec.format, spec.split, on_error, spec.name, self.recipe.shard_size, seen
+                path, spec.format, spec.split, on_error, spec.name, self.recipe.shard_size, seen, spec.fields
             ):
                 if store.has_shard(k):
                     result.shards_reused += 1

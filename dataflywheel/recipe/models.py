@@ -27,6 +27,10 @@ class InputSpec(_Strict):
         None, description="source name written to the origin column (default: file stem)"
     )
     split: str | None = Field(None, description="split of a saved DatasetDict or a hub dataset")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="format field -> the file's name for it: {instruction: question, output: answer}",
+    )
     on_error: Literal["raise", "skip"] | None = Field(None, description="overrides the recipe's on_error")
 
 

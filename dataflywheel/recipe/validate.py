@@ -249,8 +249,11 @@ def _input_columns(recipe: Recipe, problems: list[Problem]) -> list[str] | None:
             problems.append(Problem(problem, key=key))
             continue
         try:
-            fmt = spec.format if spec.format != "auto" else io.detect_format(path, spec.split)[0]
-            cols = _peek_columns(path, fmt, spec.split)
+            fields = spec.fields or None
+            fmt = (
+                spec.format if spec.format != "auto" else io.detect_format(path, spec.split, fields=fields)[0]
+            )
+            cols = _peek_columns(path, fmt, spec.split, fields)
         except DataError as e:
             problems.append(Problem(e.describe(), key=key))
             continue
@@ -258,9 +261,11 @@ def _input_columns(recipe: Recipe, problems: list[Problem]) -> list[str] | None:
     return common
 
 
-def _peek_columns(path: str, fmt: str, split: str | None, peek: int = 20) -> list[str]:
+def _peek_columns(
+    path: str, fmt: str, split: str | None, fields: dict[str, str] | None = None, peek: int = 20
+) -> list[str]:
     cols: dict[str, None] = {}
-    for n, raw in enumerate(io.iter_raw(path, split)):
+    for n, raw in enumerate(io.iter_raw(path, split, fields)):
         if n >= peek:
             break
         if raw.error is None:

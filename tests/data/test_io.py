@@ -242,3 +242,36 @@ def test_a_file_named_gz_that_is_not_gzip_is_named_and_validation_says_so(tmp_pa
         (tmp_path / "r.yaml").write_text(f"version: 1\nname: g\ninputs: [{{path: {name}}}]\n")
         problems = [str(p) for p in validate_file(tmp_path / "r.yaml")[2]]
         assert len(problems) == 1 and "damaged gzip data" in problems[0], problems
+
+
+def test_inputs_in_other_layouts_are_read_with_a_field_mapping(tmp_path, shared_data):
+    """GSM8K's question/answer rows, read as Alpaca without a conversion script, on both readers."""
+    import shutil
+
+    from dataflywheel.recipe.validate import validate_file
+    from tests.engine.test_local import read_jsonl
+
+    src = shared_data / "gsm8k" / "train.jsonl"
+    lines = src.read_text().splitlines()[:5]
+    (tmp_path / "gsm.jsonl").write_text("\n".join(lines) + "\n")
+    shutil.copy(tmp_path / "gsm.jsonl", tmp_path / "gsm_slow.jsonl")
+    with open(tmp_path / "gsm_slow.jsonl", "a") as fh:  # a bad last line sends this file to the row reader
+        fh.write("{not json\n")
+    fields = {"instruction": "question", "output": "answer"}
+    want = [json.loads(x) for x in lines]
+    for name in ("gsm.jsonl", "gsm_slow.jsonl"):  # the vectorized reader, and the row reader
+        batches = io.read_canonical(str(tmp_path / name), on_error="skip", fields=fields)
+        rows = [r for b in batches for r in b.rows]
+        assert [r["messages"] for r in rows] == [
+            [{"role": "user", "content": w["question"]}, {"role": "assistant", "content": w["answer"]}]
+            for w in want
+        ]
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: f\ninputs: [{path: gsm.jsonl, fields: {instruction: question, output: answer}}]\n"
+    )
+    recipe, ops, problems = validate_file(tmp_path / "r.yaml")
+    assert problems == []
+    from dataflywheel.engine.local import LocalExecutor
+
+    out = read_jsonl(LocalExecutor(recipe, ops, tmp_path / "run", progress=False).run().output_path)
+    assert [r["messages"][0]["content"] for r in out] == [json.loads(x)["question"] for x in lines]
