@@ -257,15 +257,25 @@ def inspect(
 def drops(
     run_dir: Path = typer.Argument(..., help="a run directory"),
     limit: int = typer.Option(20, help="rows to show"),
+    op: str | None = typer.Option(None, help="only rows this op dropped"),
+    reason: str | None = typer.Option(None, help="only rows whose reason contains this text"),
 ) -> None:
-    """The drop log of a run: every row that did not reach the output, with op and reason."""
+    """The drop log of a run: every row that did not reach the output, with op, reason and detail."""
+    import pyarrow.compute as pc
+
     from dataflywheel.engine.runinfo import drop_log
 
     try:
         table = drop_log(run_dir)
     except FlywheelError as e:
         _fail(e)
-    view = Table(title=f"{table.num_rows} dropped rows")
+    total = table.num_rows
+    if op:
+        table = table.filter(pc.equal(table.column("op"), op))
+    if reason:
+        table = table.filter(pc.match_substring(table.column("reason"), reason))
+    shown = f"{table.num_rows} of {total}" if (op or reason) else f"{total}"
+    view = Table(title=f"{shown} dropped rows")
     for col in ("step", "op", "id", "reason", "detail"):
         view.add_column(col)
     for row in table.slice(0, limit).to_pylist():

@@ -137,3 +137,28 @@ def test_an_unset_variable_in_an_input_path_is_named(tmp_path, monkeypatch):
         out.exit_code == 2
         and "$FLYWHEEL_TEST_DATA in '${FLYWHEEL_TEST_DATA}/p.jsonl' is not set" in out.output
     )
+
+
+def test_drops_shows_what_failed_and_filters_by_op_and_reason(tmp_path):
+    from tests.engine.test_local import make_recipe
+
+    path = make_recipe(
+        tmp_path,
+        "- rename: {mapping: {quality: score_quality}}\n"
+        "- filter: {column: score_quality, min: 5}\n"
+        "- head: {n: 2}\n",
+        n=10,
+        extra="on_error: skip",
+        bad_lines={0: "{broken"},
+    )
+    assert (
+        runner.invoke(app, ["run", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]).exit_code == 0
+    )
+    every = runner.invoke(app, ["drops", str(tmp_path / "run"), "--limit", "50"])
+    assert "9 dropped rows" in every.output
+    only = runner.invoke(app, ["drops", str(tmp_path / "run"), "--op", "filter", "--limit", "50"])
+    assert "5 of 9 dropped rows" in only.output  # quality 0..4 fail `min: 5`
+    assert "score_quality = 0.0" in only.output or "score_quality = 0" in only.output  # the value that failed
+    assert "malformed JSON" not in only.output
+    by_reason = runner.invoke(app, ["drops", str(tmp_path / "run"), "--reason", "malformed"])
+    assert "1 of 9 dropped rows" in by_reason.output and "malformed JSON" in by_reason.output

@@ -171,7 +171,8 @@ def apply_op(op: Op, batch: pa.Table) -> tuple[pa.Table, pa.Table | None]:
     gone = np.flatnonzero(~keep)
     reasons = decision.reason
     reasons = [reasons] * len(gone) if isinstance(reasons, str) else [reasons[i] or op.name for i in gone]
-    dropped = drop_rows(step, op.name, batch.take(gone).to_pylist(), reasons)
+    details = [decision.details[i] for i in gone] if decision.details is not None else None
+    dropped = drop_rows(step, op.name, batch.take(gone).to_pylist(), reasons, details)
     return batch.filter(pa.array(keep)), dropped
 
 

@@ -186,6 +186,7 @@ class Decision:
 
     keep: np.ndarray
     reason: str | list[str | None] = "filtered"
+    details: list[str | None] | None = None  # a per-row note for the drop log (e.g. the value that failed)
 
 
 class Filter(Op):

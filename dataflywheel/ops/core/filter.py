@@ -56,9 +56,12 @@ class ColumnFilter(Filter):
         # One reason per kind of failure (the value is in the dropped row), so drop-log counts group.
         failed = f"{p.column} {self._condition()}"
         reasons: list[str | None] = [None] * len(keep)
+        details: list[str | None] = [None] * len(keep)
+        values = col.to_pylist() if not keep.all() else []
         for i in np.flatnonzero(~keep):
             reasons[i] = f"{p.column} is missing" if nulls[i] else failed
-        return Decision(keep, reasons)
+            details[i] = None if nulls[i] else f"{p.column} = {values[i]!r}"
+        return Decision(keep, reasons, details)
 
     def _condition(self) -> str:
         p, parts = self.params, []
