@@ -290,13 +290,21 @@ def calibrate(
     label: str = typer.Option(..., "--label", help="label column, e.g. preference"),
     positive: str | None = typer.Option(None, help="label value that counts as positive (e.g. 2)"),
     threshold: float | None = typer.Option(None, help="decision threshold (default: the most accurate one)"),
+    on_error: str = typer.Option("raise", help="raise, or skip bad rows (counted and left out)"),
 ) -> None:
     """How well score columns agree with a label: AUC, Spearman, and accuracy at a threshold."""
+    from collections import Counter
+
     from dataflywheel.data import io
     from dataflywheel.evaluate.calibrate import calibrate as run_calibration
 
     try:
-        rows = io.read_all(str(data)).rows
+        read = io.read_all(str(data), on_error=on_error)
+        rows = read.rows
+        if read.dropped:
+            reasons = Counter(d.reason for d in read.dropped)
+            shown = ", ".join(f"{r} ({n})" for r, n in reasons.most_common())
+            err_console.print(f"left out {len(read.dropped)} bad row(s): {shown}", highlight=False)
         view = Table(
             title=f"calibration against '{label}'" + (f" (positive: {positive})" if positive else "")
         )

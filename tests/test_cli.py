@@ -162,3 +162,27 @@ def test_drops_shows_what_failed_and_filters_by_op_and_reason(tmp_path):
     assert "malformed JSON" not in only.output
     by_reason = runner.invoke(app, ["drops", str(tmp_path / "run"), "--reason", "malformed"])
     assert "1 of 9 dropped rows" in by_reason.output and "malformed JSON" in by_reason.output
+
+
+def test_calibrate_skips_bad_rows_when_asked_and_says_how_many(tmp_path):
+    rows = [
+        {"instruction": f"q{i}", "output": f"a{i}", "score_x": float(i), "label": int(i >= 3)}
+        for i in range(6)
+    ]
+    rows.insert(2, {"instruction": "q", "output": "", "score_x": 9.0, "label": 1})  # an empty response
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    args = [
+        "calibrate",
+        str(tmp_path / "d.jsonl"),
+        "--score",
+        "score_x",
+        "--label",
+        "label",
+        "--positive",
+        "1",
+    ]
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code != 0 and "empty response" in stopped.output
+    done = runner.invoke(app, [*args, "--on-error", "skip"])
+    assert done.exit_code == 0 and "left out 1 bad row(s): empty response (1)" in done.output
+    assert "1.000" in done.output  # the six good rows separate perfectly
