@@ -321,6 +321,9 @@ def rename_fields(row: dict, fields: dict[str, str]) -> dict:
     return out
 
 
+LOOK_PAST_BAD_HEAD = 10_000  # rows format detection reads at most to find a good one
+
+
 def detect_format(
     path: str, split: str | None = None, peek: int = 20, fields: dict[str, str] | None = None
 ) -> tuple[str, list[str]]:
@@ -334,7 +337,8 @@ def detect_format(
             keys.update(dict.fromkeys(raw.value))
         elif raw.error is not None and raw.error.reason == "damaged gzip data":
             damaged = raw.error
-        if n + 1 >= peek:
+        # at least `peek` rows; past a bad head of the file, on to the first good row (bounded)
+        if n + 1 >= peek and (first is not None or n + 1 >= LOOK_PAST_BAD_HEAD):
             break
     if first is None:
         if damaged is not None:

@@ -266,7 +266,7 @@ def _peek_columns(
 ) -> list[str]:
     cols: dict[str, None] = {}
     for n, raw in enumerate(io.iter_raw(path, split, fields)):
-        if n >= peek:
+        if n >= peek and (cols or n >= readers.LOOK_PAST_BAD_HEAD):  # past a bad head, to a good row
             break
         if raw.error is None:
             try:
@@ -274,7 +274,9 @@ def _peek_columns(
             except DataError:
                 continue
     if not cols:
-        raise DataError("no row of the first 20 is valid", None, f"rows in the {fmt} format")
+        raise DataError(
+            f"no row of the first {readers.LOOK_PAST_BAD_HEAD:,} is valid", None, f"rows in the {fmt} format"
+        )
     cols.update(dict.fromkeys((S.ID, *S.LINEAGE_COLUMNS)))
     return list(cols)
 

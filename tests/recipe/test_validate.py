@@ -266,3 +266,21 @@ def test_validate_prints_where_the_output_lands(tmp_path):
     )
     out = CliRunner().invoke(app, ["validate", str(tmp_path / "r.yaml")])
     assert out.exit_code == 0 and "output: runs/o/sel.jsonl (in the run directory" in out.output
+
+
+def test_validation_and_detection_look_past_a_bad_head_of_the_file(tmp_path):
+    from dataflywheel.data import io
+    from dataflywheel.recipe.validate import validate_file
+    from tests.conftest import alpaca_rows, write_jsonl
+
+    bad = {i: "{broken" for i in range(30)}  # the first 30 lines are bad, the good rows come after
+    write_jsonl(tmp_path / "pool.jsonl", alpaca_rows(5), bad)
+    assert io.detect_format(str(tmp_path / "pool.jsonl"))[0] == "alpaca"
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: h\ninputs: [{path: pool.jsonl}]\non_error: skip\n"
+        "steps: [filter: {column: quality, min: 1}]\n"
+    )
+    problems = [str(p) for p in validate_file(tmp_path / "r.yaml")[2]]
+    assert (
+        len(problems) == 1 and "column 'quality' is read" in problems[0]
+    )  # the flow is checked on real rows
