@@ -91,7 +91,17 @@ def validate_recipe(
                 problems.append(Problem(err["msg"], loc[1] + 1, key=_loc(loc[2:])))
             else:
                 problems.append(Problem(err["msg"], key=_loc(loc)))
-        return None, [], problems
+        # A wrong top-level key (a typo, a bad value) should not hide the steps' problems: check the rest.
+        bad = {err["loc"][0] for err in e.errors() if err["loc"]}
+        if bad & {"inputs", "steps", "models"}:
+            return None, [], problems
+        rest = {k: v for k, v in raw.items() if k not in bad}
+        if "name" in bad:
+            rest["name"] = "recipe"
+        try:
+            recipe = Recipe.model_validate(rest)
+        except ValidationError:
+            return None, [], problems
     if base_dir is not None:
         recipe._base_dir = Path(base_dir)
 

@@ -284,3 +284,18 @@ def test_validation_and_detection_look_past_a_bad_head_of_the_file(tmp_path):
     assert (
         len(problems) == 1 and "column 'quality' is read" in problems[0]
     )  # the flow is checked on real rows
+
+
+def test_a_wrong_top_level_key_does_not_hide_the_steps_problems(tmp_path):
+    from dataflywheel.recipe.validate import validate_file
+    from tests.conftest import alpaca_rows, write_jsonl
+
+    write_jsonl(tmp_path / "pool.jsonl", alpaca_rows(3))
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: t\ninputs: [{path: pool.jsonl}]\nshard_size: -5\noutputs: {path: x.jsonl}\n"
+        "steps: [{sampel: {k: 1}}, {head: {n: 1, bogus: 2}}]\n"
+    )
+    problems = [str(p) for p in validate_file(tmp_path / "r.yaml")[2]]
+    assert any("shard_size" in p for p in problems) and any("outputs" in p for p in problems)
+    assert any("did you mean 'sample'" in p for p in problems)
+    assert any(p.startswith("step 2 (head), key 'bogus'") for p in problems), problems
