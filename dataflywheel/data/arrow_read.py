@@ -37,24 +37,51 @@ def record_batches(path: str, kind: str) -> Iterator[pa.RecordBatch]:
 
         yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
         return
+    yield from _jsonl_batches(path)
+
+
+def _jsonl_batches(path: str) -> Iterator[pa.RecordBatch]:
+    """JSON lines parsed a block of whole lines at a time. Each block must give exactly one record per
+    non-blank line: Arrow's parser would read two objects written on one line as two rows, where the row
+    reader (rightly) calls that line malformed, so such a block goes to the row reader."""
     import pyarrow.json as pj
 
+    options = pj.ParseOptions(newlines_in_values=False)
     stream = pa.input_stream(path, compression="detect")
-    reader = pj.open_json(
-        stream,
-        read_options=pj.ReadOptions(block_size=BLOCK_BYTES),
-        parse_options=pj.ParseOptions(newlines_in_values=False),
-    )
+    carry = b""
     try:
         while True:
             try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError) as e:
-                # OSError: damaged compressed data; the row reader says where, and keeps what came before
+                chunk = stream.read(BLOCK_BYTES)
+            except (
+                OSError
+            ) as e:  # damaged compressed data: the row reader says where, keeping what came before
                 raise NotFast(str(e)) from None
-            yield batch
+            data = carry + chunk
+            if not data:
+                return
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            if cut == 0:
+                carry = data  # a line longer than a block: read on
+                continue
+            block, carry = data[:cut], data[cut:]
+            lines = sum(1 for line in block.split(b"\n") if line.strip())
+            if not lines:
+                continue
+            try:
+                table = pj.read_json(
+                    pa.BufferReader(block),
+                    read_options=pj.ReadOptions(block_size=len(block) + 1),
+                    parse_options=options,
+                )
+                table.validate(full=True)  # Arrow's JSON parser lets invalid UTF-8 through into strings
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError) as e:
+                raise NotFast(str(e)) from None
+            if table.num_rows != lines:
+                raise NotFast(f"{table.num_rows} JSON objects on {lines} lines")
+            yield from table.to_batches()
+            if not chunk:
+                return
     finally:
         stream.close()
 
@@ -69,8 +96,12 @@ def canonical_batches(
         batches = record_batches(path, kind)
         for batch in batches:
             table = pa.Table.from_batches([batch])
+            try:
+                names = table.column_names
+            except UnicodeDecodeError as e:  # a field name with invalid UTF-8: the row reader names the line
+                raise NotFast(str(e)) from None
             if rename:
-                table = table.rename_columns([rename.get(c, c) for c in table.column_names])
+                table = table.rename_columns([rename.get(c, c) for c in names])
             if table.num_rows:
                 yield canonical_table(table, fmt, origin, seen)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:

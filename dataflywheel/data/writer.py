@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
 from pathlib import Path
@@ -67,7 +68,8 @@ class Writer:
 
     def _open(self) -> None:
         if self._fh is None:
-            self._fh = open(self.tmp, "wb")
+            # a path ending in .gz is written gzip-compressed, as the readers expect it
+            self._fh = gzip.open(self.tmp, "wb") if self.path.endswith(".gz") else open(self.tmp, "wb")
             if self.kind == "json":
                 self._fh.write(b"[")
 
