@@ -68,6 +68,7 @@ def generate_shard(op: Generator, shard: Path, store: StepStore, k: int, budget:
     (a model batch already answered is kept, so tokens and cost may pass the share by one batch)."""
     seeds = pq.read_table(shard)
     op.stats.clear()
+    failed_before = _failed_calls(op)
     models = {n: op.ctx.models[n] for n in op.model_refs().values() if n in op.ctx.models}
     before = {n: m.usage.copy() for n, m in models.items()}
     seen = set(seeds.column(S.ID).to_pylist()) if seeds.num_rows else set()
@@ -100,6 +101,8 @@ def generate_shard(op: Generator, shard: Path, store: StepStore, k: int, budget:
     if stop is not None:
         op.stats[f"budget_reached_{stop}"] += 1
     op.stats["generated"] += len(made)
+    if failed := _failed_calls(op) - failed_before:  # as for row-wise ops: --retry-failed finds the shard
+        op.stats["failed_calls"] += failed
     new = io.rows_to_table(made) if made else None
     out = io.concat([seeds if op.params.keep_seeds else seeds.slice(0, 0), new])
     store.write_shard(k, out, None, dict(op.stats))

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataflywheel.data import schema as S
+from dataflywheel.models import template
 
 DEFAULT_TOKENIZER = "embedded:smollm2-135m-instruct"
 
@@ -30,7 +31,7 @@ def row_tokens(table: pa.Table, tokenizer: str = DEFAULT_TOKENIZER) -> np.ndarra
     tok = load_tokenizer(tokenizer)
 
     def count(convs: list[list[dict]]) -> list[int]:
-        texts = [tok.apply_chat_template(c, tokenize=False) if c else "" for c in convs]
+        texts = [template.render(tok, c, generation_prompt=False) if c else "" for c in convs]
         return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
     if S.MESSAGES in table.column_names:

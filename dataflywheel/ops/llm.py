@@ -26,7 +26,7 @@ from pydantic import Field
 
 from dataflywheel.data import schema as S
 from dataflywheel.models.base import CHAT, Conversation, Sampling
-from dataflywheel.ops.base import ModelRef, Op, OpParams, Scorer
+from dataflywheel.ops.base import ModelRef, OpParams, Scorer
 
 
 class LLMParams(OpParams):
@@ -175,7 +175,3 @@ def row_error(replies: list[Reply]) -> str:
             return f"request failed: {r.error}"
     first = next((t for r in replies for t in r.texts), "")
     return f"unparsed reply: {first[:200]!r}"
-
-
-def is_llm_op(op: Op) -> bool:
-    return isinstance(op, LLMTask)

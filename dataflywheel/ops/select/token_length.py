@@ -4,6 +4,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from dataflywheel.lib.tokens import load_tokenizer
 from dataflywheel.ops.select.signals import SignalParams, SignalScorer
 
 
@@ -20,14 +21,7 @@ class TokenLength(SignalScorer):
     signals: ClassVar[tuple[str, ...]] = ("tokens",)
 
     def setup(self) -> None:
-        from transformers import AutoTokenizer
-
-        from dataflywheel.models import embedded
-
-        name = self.params.tokenizer
-        self._tok = AutoTokenizer.from_pretrained(
-            str(embedded.resolve(name)) if name.startswith("embedded:") else name
-        )
+        self._tok = load_tokenizer(self.params.tokenizer)
 
     def measure(self, text: str, context: dict) -> dict[str, float]:
         return {"tokens": float(len(self._tok(text, add_special_tokens=False)["input_ids"]))}
