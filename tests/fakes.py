@@ -10,7 +10,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dataflywheel.models.base import CHAT, EMBED, LOGPROBS, Backend, ChatResult, Completion, LogprobResult
+from dataflywheel.models.base import (
+    CHAT,
+    COMPLETE,
+    EMBED,
+    LOGPROBS,
+    Backend,
+    ChatResult,
+    Completion,
+    LogprobResult,
+)
 from dataflywheel.models.client import Model
 from dataflywheel.ops.base import OpContext
 from dataflywheel.recipe.models import ModelSpec
@@ -23,9 +32,9 @@ class ScriptedBackend(Backend):
     order, then ``default``. A reply of None is a request that failed after its retries; a callable
     reply gets the conversation. ``option_logprobs`` (a callable of the conversation) answers
     next-token questions; ``logprob`` the per-token log-probability of scored responses (a number, or a
-    callable of the context and the response)."""
+    callable of the context and the response); ``finish`` is every completion's finish reason."""
 
-    capabilities = frozenset({CHAT, LOGPROBS, EMBED})
+    capabilities = frozenset({CHAT, LOGPROBS, EMBED, COMPLETE})
     name = "scripted"
 
     def __init__(
@@ -34,8 +43,10 @@ class ScriptedBackend(Backend):
         default: Reply = "",
         option_logprobs: Callable[[list[dict], list[str]], list[float]] | None = None,
         logprob: float | Callable[[list[dict], str], float] = -1.0,
+        finish: str = "stop",
     ):
         self.script = list(script or [])
+        self.finish = finish
         self.default = default
         self._options = option_logprobs
         self.logprob = logprob
@@ -62,8 +73,24 @@ class ScriptedBackend(Backend):
             if reply is None:
                 out.append(ChatResult(error="scripted failure", retries=2))
                 continue
-            comps = [Completion(reply, "stop", len(reply.split())) for _ in range(sampling.n)]
+            comps = [Completion(reply, self.finish, len(reply.split())) for _ in range(sampling.n)]
             out.append(ChatResult(comps, prompt_tokens=sum(len(m["content"].split()) for m in conv)))
+        return out
+
+    def complete(self, prompts, sampling):
+        """Raw-text continuations: the script sees the prompt as one message of role "text"; a callable
+        reply is called once per completion (so n completions can differ)."""
+        out = []
+        for prompt in prompts:
+            conv = [{"role": "text", "content": prompt}]
+            self.calls.append(conv)
+            reply = self._reply(conv)
+            texts = [reply(conv) if callable(reply) else reply for _ in range(sampling.n)]
+            if any(t is None for t in texts):
+                out.append(ChatResult(error="scripted failure", retries=2))
+                continue
+            comps = [Completion(t, self.finish, len(t.split())) for t in texts]
+            out.append(ChatResult(comps, prompt_tokens=len(prompt.split())))
         return out
 
     def logprobs(self, conversations, responses):

@@ -105,6 +105,9 @@ def generate_shard(op: Generator, shard: Path, store: StepStore, k: int, budget:
         op.stats["failed_calls"] += failed
     new = io.rows_to_table(made) if made else None
     out = io.concat([seeds if op.params.keep_seeds else seeds.slice(0, 0), new])
+    for name in op.output_columns():  # a shard that made nothing still has the columns later steps read
+        if name not in out.column_names:
+            out = out.append_column(name, pa.nulls(out.num_rows))
     store.write_shard(k, out, None, dict(op.stats))
     return out.num_rows
 

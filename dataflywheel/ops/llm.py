@@ -47,6 +47,7 @@ class Reply:
     texts: list[str] = field(default_factory=list)
     parsed: list[dict | None] = field(default_factory=list)
     error: str | None = None  # the request failed after its retries
+    finishes: list[str] = field(default_factory=list)  # each completion's finish reason (stop, length)
 
     @property
     def values(self) -> list[dict]:
@@ -90,20 +91,43 @@ class LLMTask:
         """Every row's replies, one Reply per prompt it asked, in prompt order."""
         convs, owner = self._prompts(rows)
         out: list[list[Reply]] = [[] for _ in rows]
+        replies = self.ask_conversations(
+            convs, [lambda t, row=rows[r]: self.parse(t, row) for r in owner], sampling
+        )
+        for r, reply in zip(owner, replies, strict=True):
+            out[r].append(reply)
+        return out
+
+    def ask_conversations(
+        self, convs: list[Conversation], parse, sampling: Sampling | None = None
+    ) -> list[Reply]:
+        """One Reply per conversation, each completion read by ``parse(text)`` (one callable for all, or
+        one per conversation): for ops that ask in several stages, each with its own prompts and reader."""
         if not convs:
-            return out
-        results = self.llm().chat(convs, sampling or self.sampling())
-        for r, res in zip(owner, results, strict=True):
+            return []
+        return self._read(self.llm().chat(convs, sampling or self.sampling()), parse)
+
+    def ask_texts(self, prompts: list[str], parse, sampling: Sampling | None = None) -> list[Reply]:
+        """As ``ask_conversations``, for raw-text continuations (no chat template: the model's
+        ``complete``)."""
+        if not prompts:
+            return []
+        return self._read(self.llm().complete(prompts, sampling or self.sampling()), parse)
+
+    def _read(self, results: list, parse) -> list[Reply]:
+        parsers = parse if isinstance(parse, list) else [parse] * len(results)
+        out = []
+        for res, read in zip(results, parsers, strict=True):
             self.stats["requests"] += 1
             if res.error is not None:
                 self.stats["failed"] += 1
-                out[r].append(Reply(error=res.error))
+                out.append(Reply(error=res.error))
                 continue
             texts = [c.text for c in res.completions]
-            parsed = [self.parse(t, rows[r]) if t and t.strip() else None for t in texts]
+            parsed = [read(t) if t and t.strip() else None for t in texts]
             self.stats["replies"] += len(texts)
             self.stats["unparsed"] += sum(p is None for p in parsed)
-            out[r].append(Reply(texts, parsed))
+            out.append(Reply(texts, parsed, finishes=[c.finish_reason for c in res.completions]))
         return out
 
     def ask_options(self, rows: list[dict], options: list[str]) -> list[list[list[float]]]:
