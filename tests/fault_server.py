@@ -3,7 +3,8 @@
 The last user message decides what happens, attempt by attempt: ``ok`` answers at once; ``429x2`` answers
 429 twice (with Retry-After: 0) and then succeeds; ``500x1``, ``garblex1`` (malformed JSON) and ``hangx1``
 (sleeps past the client's timeout) likewise; ``always500`` never succeeds; ``bad400`` is a client error.
-Every attempt is counted per message, so tests can check the retries.
+Every attempt is counted per message, so tests can check the retries. ``/v1/completions`` behaves the same,
+keyed on the prompt.
 """
 
 from __future__ import annotations
@@ -39,13 +40,22 @@ def answer(text: str) -> dict:
     }
 
 
+def text_answer(text: str) -> dict:
+    """A raw-text completion (``/v1/completions``) of a prompt."""
+    return {
+        "id": "x",
+        "object": "text_completion",
+        "created": 0,
+        "model": "fault",
+        "choices": [{"index": 0, "text": f"echo: {text}", "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+
+
 def create_app(hang_s: float = 2.0) -> FastAPI:
     app = FastAPI()
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        text = body["messages"][-1]["content"]
+    async def respond(text: str, ok, blank):
         attempts[text] += 1
         n = attempts[text]
         m = re.match(r"(\d+|garble|hang|empty|null|blank)x(\d+)", text)
@@ -58,17 +68,29 @@ def create_app(hang_s: float = 2.0) -> FastAPI:
             if kind == "garble":
                 return PlainTextResponse('{"choices": [', 200, media_type="application/json")
             if kind == "empty":  # a 200 with no choices
-                return {**answer(text), "choices": []}
-            if kind in ("null", "blank"):  # a 200 whose message has no text
-                body = answer(text)
-                body["choices"][0]["message"]["content"] = None if kind == "null" else ""
+                return {**ok(text), "choices": []}
+            if kind in ("null", "blank"):  # a 200 whose choice has no text
+                body = ok(text)
+                blank(body["choices"][0], None if kind == "null" else "")
                 return body
             if kind == "hang":
                 await asyncio.sleep(hang_s)  # past the client's timeout
-                return answer(text)
+                return ok(text)
             headers = {"Retry-After": "0"} if kind == "429" else {}
             return PlainTextResponse(f"error {kind}", int(kind), headers=headers)
-        return answer(text)
+        return ok(text)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        return await respond(
+            body["messages"][-1]["content"], answer, lambda c, v: c["message"].__setitem__("content", v)
+        )
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await request.json()
+        return await respond(body["prompt"], text_answer, lambda c, v: c.__setitem__("text", v))
 
     return app
 

@@ -5,7 +5,9 @@ A backend answers up to three questions, and declares which (``capabilities``):
 * ``chat(conversations, sampling)``: n completions per conversation, with token counts and finish reasons;
 * ``logprobs(conversations, responses)``: the log-probability of each token of each response, given its
   conversation, under the model's chat template (response tokens only: the prompt is context);
-* ``embed(texts)``: one float32 vector per text.
+* ``embed(texts)``: one float32 vector per text;
+* ``complete(prompts, sampling)``: n continuations of raw text, no chat template applied (Magpie samples a
+  user turn from the template's text before one).
 
 Backends never raise for one bad request in a batch: a request that fails for good comes back with its
 ``error`` set, so the op can record it on its row and the run goes on.
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataflywheel.errors import FlywheelError
 
-CHAT, LOGPROBS, EMBED = "chat", "logprobs", "embed"
+CHAT, LOGPROBS, EMBED, COMPLETE = "chat", "logprobs", "embed", "complete"
 Conversation = list[dict]
 
 
@@ -92,6 +94,9 @@ class Backend:
 
     def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
         raise ModelError(f"{self.name} cannot chat")
+
+    def complete(self, prompts: list[str], sampling: Sampling) -> list[ChatResult]:
+        raise ModelError(f"{self.name} cannot continue raw text")
 
     def logprobs(self, conversations: list[Conversation], responses: list[str]) -> list[LogprobResult]:
         raise ModelError(f"{self.name} cannot score log-probabilities")

@@ -10,6 +10,7 @@ import numpy as np
 
 from dataflywheel.models.base import (
     CHAT,
+    COMPLETE,
     EMBED,
     LOGPROBS,
     Backend,
@@ -24,9 +25,9 @@ from dataflywheel.models.cache import CallCache
 from dataflywheel.models.spec import ModelSpec
 
 BACKEND_CAPABILITIES: dict[str, frozenset[str]] = {
-    "hf": frozenset({CHAT, LOGPROBS, EMBED}),
-    "openai": frozenset({CHAT, LOGPROBS, EMBED}),
-    "vllm": frozenset({CHAT, LOGPROBS}),
+    "hf": frozenset({CHAT, LOGPROBS, EMBED, COMPLETE}),
+    "openai": frozenset({CHAT, LOGPROBS, EMBED, COMPLETE}),
+    "vllm": frozenset({CHAT, LOGPROBS, COMPLETE}),
     "sentence-transformers": frozenset({EMBED}),
 }
 
@@ -164,22 +165,29 @@ class Model:
         return out
 
     def chat(self, conversations: list[Conversation], sampling: Sampling | None = None) -> list[ChatResult]:
-        sampling = sampling or Sampling()
         conversations = [[{"role": m["role"], "content": m["content"]} for m in c] for c in conversations]
+        return self._generate("chat", "messages", conversations, self.backend.chat, sampling or Sampling())
 
-        def run(convs):
-            return self.backend.chat(convs, sampling)
+    def complete(self, prompts: list[str], sampling: Sampling | None = None) -> list[ChatResult]:
+        """Continuations of raw text (no chat template), cached and counted like chat replies."""
+        return self._generate(
+            "complete", "prompt", list(prompts), self.backend.complete, sampling or Sampling()
+        )
+
+    def _generate(self, kind: str, field: str, requests: list, call, sampling: Sampling) -> list[ChatResult]:
+        def run(items):
+            return call(items, sampling)
 
         if sampling.deterministic:
-            req = [{"messages": c, "sampling": sampling.model_dump()} for c in conversations]
+            req = [{field: r, "sampling": sampling.model_dump()} for r in requests]
             results = self._cached(
-                "chat", req, lambda rs: run([r["messages"] for r in rs]), _chat_to_json, _chat_from_json
+                kind, req, lambda rs: run([r[field] for r in rs]), _chat_to_json, _chat_from_json
             )
         else:
             start = time.perf_counter()
-            results = run(conversations)
+            results = run(requests)
             self.usage.seconds += time.perf_counter() - start
-            self.usage.requests += len(conversations)
+            self.usage.requests += len(requests)
         for r in results:
             self.usage.failed += r.error is not None
             self.usage.retries += r.retries

@@ -16,6 +16,7 @@ from dataflywheel.hashing import digest
 from dataflywheel.models import embedded, template
 from dataflywheel.models.base import (
     CHAT,
+    COMPLETE,
     EMBED,
     LOGPROBS,
     Backend,
@@ -63,7 +64,7 @@ LM_HEAD_CHUNK = 512
 
 
 class HFBackend(Backend):
-    capabilities = frozenset({CHAT, LOGPROBS, EMBED})
+    capabilities = frozenset({CHAT, LOGPROBS, EMBED, COMPLETE})
     name = "hf"
 
     def __init__(
@@ -142,8 +143,13 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ chat
     def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
+        return self._generate([self.encode(self.render(c)) for c in conversations], sampling)
+
+    def complete(self, prompts: list[str], sampling: Sampling) -> list[ChatResult]:
+        return self._generate([self.encode(p) for p in prompts], sampling)
+
+    def _generate(self, prompts: list[list[int]], sampling: Sampling) -> list[ChatResult]:
         torch = self._torch
-        prompts = [self.encode(self.render(c)) for c in conversations]
         results: list[ChatResult | None] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         limit = self.max_length - sampling.max_tokens

@@ -25,6 +25,7 @@ import numpy as np
 from dataflywheel.hashing import digest
 from dataflywheel.models.base import (
     CHAT,
+    COMPLETE,
     EMBED,
     LOGPROBS,
     Backend,
@@ -61,7 +62,7 @@ def retry_after(value: str | None) -> float | None:
 
 
 class OpenAIBackend(Backend):
-    capabilities = frozenset({CHAT, LOGPROBS, EMBED})
+    capabilities = frozenset({CHAT, LOGPROBS, EMBED, COMPLETE})
     name = "openai"
 
     def __init__(
@@ -158,6 +159,15 @@ class OpenAIBackend(Backend):
 
     # ------------------------------------------------------------------ API
     def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
+        payloads = [{**self._sampling(sampling), "messages": c} for c in conversations]
+        return self._results(self._run_all("/chat/completions", payloads, check=_chat_problem), _parse_chat)
+
+    def complete(self, prompts: list[str], sampling: Sampling) -> list[ChatResult]:
+        """Raw-text continuations through the legacy ``/completions`` endpoint (vLLM serves it)."""
+        payloads = [{**self._sampling(sampling), "prompt": p} for p in prompts]
+        return self._results(self._run_all("/completions", payloads, check=_text_problem), _parse_text)
+
+    def _sampling(self, sampling: Sampling) -> dict:
         base = {
             "model": self.model,
             "n": sampling.n,
@@ -171,15 +181,17 @@ class OpenAIBackend(Backend):
             base["seed"] = sampling.seed
         if sampling.logprobs:
             base["logprobs"] = True
-        payloads = [{**base, "messages": c} for c in conversations]
-        answers = self._run_all("/chat/completions", payloads, check=_chat_problem)
+        return base
+
+    @staticmethod
+    def _results(answers, parse) -> list[ChatResult]:
         out = []
         for data, retries, err in answers:
             if err is not None:
                 out.append(ChatResult(error=err, retries=retries))
                 continue
             try:
-                out.append(_parse_chat(data, retries))
+                out.append(parse(data, retries))
             except (KeyError, TypeError, IndexError) as e:
                 out.append(
                     ChatResult(error=f"unexpected response shape: {type(e).__name__} {e}", retries=retries)
@@ -227,6 +239,18 @@ def _chat_problem(data: dict) -> str | None:
     return None
 
 
+def _text_problem(data: dict) -> str | None:
+    """As ``_chat_problem``, for a raw-text completion (choices carry ``text``)."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "the server answered with no choices"
+    for choice in choices:
+        text = choice.get("text") if isinstance(choice, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return f"the server answered with {'no' if text is None else 'empty'} text"
+    return None
+
+
 def _parse_chat(data: dict, retries: int) -> ChatResult:
     comps = []
     for choice in sorted(data["choices"], key=lambda c: c.get("index", 0)):
@@ -242,6 +266,18 @@ def _parse_chat(data: dict, retries: int) -> ChatResult:
                 token_strs=[t.get("token", "") for t in items] if items else None,
             )
         )
+    return _with_usage(comps, data, retries)
+
+
+def _parse_text(data: dict, retries: int) -> ChatResult:
+    comps = [
+        Completion(text=choice["text"], finish_reason=choice.get("finish_reason") or "stop")
+        for choice in sorted(data["choices"], key=lambda c: c.get("index", 0))
+    ]
+    return _with_usage(comps, data, retries)
+
+
+def _with_usage(comps: list[Completion], data: dict, retries: int) -> ChatResult:
     usage = data.get("usage") or {}
     total = usage.get("completion_tokens", 0)
     for c in comps:  # the server reports one total; split it evenly for per-completion counts

@@ -40,3 +40,19 @@ def split_ids(tokenizer: Any, prompt_text: str, response: str) -> tuple[list[int
     if full[: len(prompt)] == prompt:
         return prompt, full[len(prompt) :]
     return prompt, encode(tokenizer, response)
+
+
+PRE_QUERY_SENTINEL = "PREQUERYSENTINEL7F3A"
+
+
+def pre_query(tokenizer: Any, history: list[dict] | None = None, chat_template: str | None = None) -> str:
+    """The text a chat template puts before a user's words (Magpie's pre-query template): ``history``
+    (a system turn, earlier turns) then a user turn, cut where the user's text would begin. Built by
+    rendering a sentinel message, so it holds for any template (a default system turn included)."""
+    conv = [*(history or []), {"role": "user", "content": PRE_QUERY_SENTINEL}]
+    kwargs = {"chat_template": chat_template} if chat_template else {}
+    text = tokenizer.apply_chat_template(conv, add_generation_prompt=False, tokenize=False, **kwargs)
+    cut = text.find(PRE_QUERY_SENTINEL)
+    if cut < 0:
+        raise ValueError("the chat template does not show the user's text: no pre-query template")
+    return text[:cut]

@@ -9,6 +9,7 @@ from dataflywheel.hashing import digest
 from dataflywheel.models import embedded, template
 from dataflywheel.models.base import (
     CHAT,
+    COMPLETE,
     LOGPROBS,
     Backend,
     ChatResult,
@@ -21,7 +22,7 @@ from dataflywheel.models.base import (
 
 
 class VLLMBackend(Backend):
-    capabilities = frozenset({CHAT, LOGPROBS})
+    capabilities = frozenset({CHAT, LOGPROBS, COMPLETE})
     name = "vllm"
 
     def __init__(
@@ -60,6 +61,9 @@ class VLLMBackend(Backend):
         return digest("vllm", self.spec, self.path, self.tokenizer.chat_template)
 
     def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
+        return self.complete([template.render(self.tokenizer, c) for c in conversations], sampling)
+
+    def complete(self, prompts: list[str], sampling: Sampling) -> list[ChatResult]:
         from vllm import SamplingParams
 
         params = SamplingParams(
@@ -71,7 +75,6 @@ class VLLMBackend(Backend):
             seed=sampling.seed,
             logprobs=0 if sampling.logprobs else None,
         )
-        prompts = [template.render(self.tokenizer, c) for c in conversations]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
         for out in outs:

@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "embed": "dataflywheel.ops.select.embed:Embed",
     "exact_dedup": "dataflywheel.ops.select.exact_dedup:ExactDedup",
     "minhash_dedup": "dataflywheel.ops.select.minhash_dedup:MinHashDedup",
+    "rouge_dedup": "dataflywheel.ops.select.rouge_dedup:RougeDedup",
     "text_stats": "dataflywheel.ops.select.text_stats:TextStats",
     "token_length": "dataflywheel.ops.select.token_length:TokenLength",
     "language_id": "dataflywheel.ops.select.language:LanguageId",
@@ -44,6 +45,10 @@ REGISTRY: dict[str, str] = {
     "prompt_uncertainty": "dataflywheel.ops.select.prompt_uncertainty:PromptUncertainty",
     "less": "dataflywheel.ops.select.less:LessSelect",
     "clues": "dataflywheel.ops.select.clues:CluesSelect",
+    # synthesize: synthetic data generation
+    "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
+    "magpie": "dataflywheel.ops.synthesize.magpie:Magpie",
+    "magpie_tag": "dataflywheel.ops.synthesize.magpie_tag:MagpieTag",
     # train
     "sft": "dataflywheel.ops.train.sft:SFT",
     "dpo": "dataflywheel.ops.train.dpo:DPO",

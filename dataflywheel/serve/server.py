@@ -1,5 +1,6 @@
-"""The OpenAI-compatible app: /v1/models, /v1/chat/completions, /v1/embeddings, and /v1/score (an
-extension: log-probabilities of given responses, which the `openai` backend uses for IFD and friends)."""
+"""The OpenAI-compatible app: /v1/models, /v1/chat/completions, /v1/completions (raw text, no chat
+template), /v1/embeddings, and /v1/score (an extension: log-probabilities of given responses, which the
+`openai` backend uses for IFD and friends)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dataflywheel.models.base import CHAT, EMBED, LOGPROBS, Backend, Sampling
+from dataflywheel.models.base import CHAT, COMPLETE, EMBED, LOGPROBS, Backend, Sampling
 from dataflywheel.serve.batcher import Batcher
 
 
@@ -35,6 +36,18 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     logprobs: bool = False
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    prompt: str | list[str]
+    n: int = Field(1, ge=1, le=64)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(16, ge=1)  # OpenAI's default for this endpoint
+    stop: str | list[str] | None = None
+    seed: int | None = None
 
 
 class EmbeddingRequest(BaseModel):
@@ -70,6 +83,8 @@ def create_app(
         kind, _, params = key.partition("|")
         if kind == "chat":
             return chat.chat(items, Sampling.model_validate_json(params))
+        if kind == "complete":
+            return chat.complete(items, Sampling.model_validate_json(params))
         if kind == "score":
             return chat.logprobs([i[0] for i in items], [i[1] for i in items])
         texts = [t for batch in items for t in batch]
@@ -159,6 +174,44 @@ def create_app(
                 "prompt_tokens": result.prompt_tokens,
                 "completion_tokens": completion,
                 "total_tokens": result.prompt_tokens + completion,
+            },
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        check(req.model, chat, COMPLETE)
+        sampling = Sampling(
+            temperature=req.temperature,
+            top_p=req.top_p,
+            n=req.n,
+            seed=req.seed,
+            max_tokens=req.max_tokens,
+            stop=[req.stop] if isinstance(req.stop, str) else req.stop,
+        )
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        key = f"complete|{sampling.model_dump_json()}"
+        results = await asyncio.gather(*(asyncio.wrap_future(batcher.submit(key, p)) for p in prompts))
+        failed = next((r.error for r in results if r.error), None)
+        if failed:
+            raise HTTPException(400, failed)
+        choices = [
+            {"index": i * req.n + j, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+            for i, r in enumerate(results)
+            for j, c in enumerate(r.completions)
+        ]
+        prompt_tokens = sum(r.prompt_tokens for r in results)
+        completion = sum(c.tokens for r in results for c in r.completions)
+        body = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
             },
         }
         return Response(orjson.dumps(body), media_type="application/json")

@@ -183,3 +183,14 @@ def test_a_rerun_with_retry_failed_asks_the_failed_calls_again_and_redoes_the_st
     assert [s.status for s in again.steps] == ["reused", "resumed", "computed"]
     assert answers(again) == ["echo: fine", "echo: emptyx4", "echo: also fine"]
     assert fault_server.attempts["fine"] == 1  # the call that had succeeded was not asked again
+
+
+def test_raw_completions_retry_the_same_faults_and_record_what_stays_broken(server):
+    fault_server.attempts.clear()
+    prompts = ["ok", "429x2", "emptyx1", "blankx1", "nullx9", "always500"]
+    results = backend(server).complete(prompts, Sampling())
+    by = dict(zip(prompts, results, strict=True))
+    for t, retries in (("ok", 0), ("429x2", 2), ("emptyx1", 1), ("blankx1", 1)):
+        assert by[t].error is None and by[t].text == f"echo: {t}" and by[t].retries == retries
+    assert "no text" in by["nullx9"].error and fault_server.attempts["nullx9"] == 4
+    assert "HTTP 500" in by["always500"].error

@@ -81,7 +81,7 @@ def test_models_endpoint_and_api_key(served):
     assert httpx.get(f"{served}/models").status_code == 401
     data = httpx.get(f"{served}/models", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert data["data"][0]["id"] == "smol"
-    assert set(data["data"][0]["capabilities"]) == {"chat", "logprobs", "embed"}
+    assert set(data["data"][0]["capabilities"]) == {"chat", "logprobs", "embed", "complete"}
 
 
 def test_chat_through_the_server_equals_in_process(served, smollm2):
@@ -90,6 +90,17 @@ def test_chat_through_the_server_equals_in_process(served, smollm2):
     assert [r.text for r in remote] == [r.text for r in local]
     assert remote[0].prompt_tokens == local[0].prompt_tokens
     assert remote[0].completions[0].tokens == local[0].completions[0].tokens
+
+
+def test_raw_completions_through_the_server_equal_in_process(served, smollm2):
+    """/v1/completions continues raw text (Magpie's pre-query template), as the in-process model does."""
+    prompts = ["<|im_start|>user\n", "The capital of France is"]
+    remote = client(served).complete(prompts, Sampling(max_tokens=12))
+    local = smollm2.complete(prompts, Sampling(max_tokens=12))
+    assert [r.text for r in remote] == [r.text for r in local] and all(r.text for r in remote)
+    assert remote[0].prompt_tokens == local[0].prompt_tokens
+    (r,) = client(served).complete(prompts[:1], Sampling(max_tokens=8, temperature=1.0, n=3, seed=5))
+    assert len(r.completions) == 3 and r.error is None
 
 
 def test_chat_options_n_seed_stop_logprobs(served):
