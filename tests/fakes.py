@@ -30,9 +30,10 @@ Reply = str | Callable[[list[dict]], str] | None
 class ScriptedBackend(Backend):
     """Answers each conversation from ``script``: (substring of the last message, reply) pairs tried in
     order, then ``default``. A reply of None is a request that failed after its retries; a callable
-    reply gets the conversation. ``option_logprobs`` (a callable of the conversation) answers
-    next-token questions; ``logprob`` the per-token log-probability of scored responses (a number, or a
-    callable of the context and the response); ``finish`` is every completion's finish reason."""
+    reply gets the conversation (once per completion). ``option_logprobs`` (a callable of the
+    conversation) answers next-token questions; ``logprob`` the per-token log-probability of scored
+    responses (a number, or a callable of the context and the response); ``finish`` is every
+    completion's finish reason."""
 
     capabilities = frozenset({CHAT, LOGPROBS, EMBED, COMPLETE})
     name = "scripted"
@@ -68,12 +69,11 @@ class ScriptedBackend(Backend):
         for conv in conversations:
             self.calls.append(conv)
             reply = self._reply(conv)
-            if callable(reply):
-                reply = reply(conv)
-            if reply is None:
+            texts = [reply(conv) if callable(reply) else reply for _ in range(sampling.n)]
+            if any(t is None for t in texts):
                 out.append(ChatResult(error="scripted failure", retries=2))
                 continue
-            comps = [Completion(reply, self.finish, len(reply.split())) for _ in range(sampling.n)]
+            comps = [Completion(t, self.finish, len(t.split())) for t in texts]
             out.append(ChatResult(comps, prompt_tokens=sum(len(m["content"].split()) for m in conv)))
         return out
 

@@ -125,3 +125,37 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def priced_teacher_app(
+    answers: dict[str, str], prompt_tokens: int = 20, completion_tokens: int = 10
+) -> FastAPI:
+    """A well-behaved OpenAI-compatible teacher: the answer of the first key found in the last message,
+    with fixed token counts per call (so a run's cost is its calls times the model's prices)."""
+    app = FastAPI()
+    calls: Counter = Counter()
+    app.state.calls = calls
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        text = body["messages"][-1]["content"]
+        key = next((k for k in answers if k in text), None)
+        calls[key] += 1
+        reply = answers[key] if key is not None else "I do not know."
+        return {
+            "id": "t",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "teacher",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    return app

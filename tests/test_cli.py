@@ -49,6 +49,31 @@ def test_demo_recipe_accounts_for_its_bad_rows_and_closes_the_loop(shipped_runs)
     ]
 
 
+@pytest.mark.slow
+def test_synthesize_recipe_makes_data_with_lineage_and_compares_it_with_the_seeds(shipped_runs):
+    from rouge_score import rouge_scorer
+
+    run_dir, _ = shipped_runs["synthesize"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    rows = [json.loads(line) for line in open(manifest["output"]["path"])]
+    seeds = [json.loads(line)["id"] for line in open(ROOT / "examples" / "seed_tasks.jsonl")]
+    assert len(rows) == 16
+    by_op = {s["op"]: s for s in manifest["steps"] if s["kind"] == "generator"}
+    for r in rows:
+        assert r["origin"] in by_op and r["origin_model"] == "base" and r["parents"]
+        if r["origin"] == "self_instruct":
+            assert set(r["parents"]) <= set(seeds)
+    # no two kept Self-Instruct tasks are near-copies (recomputed with rouge_score)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    tasks = [r["instruction"] for r in rows if r["origin"] == "self_instruct"]
+    assert all(scorer.score(a, b)["rougeL"].fmeasure <= 0.7 for i, a in enumerate(tasks) for b in tasks[:i])
+    # every candidate task the generator saw is accounted for: kept, or dropped for a named reason
+    counts = by_op["self_instruct"]["stats"]["counts"]
+    assert counts["instructions_kept"] >= len(set(tasks)) and counts["generated"] >= len(tasks)
+    page = (run_dir / "report.html").read_text()
+    assert "Generated against seed data" in page and "novelty" in page
+
+
 def test_validate_exits_non_zero_with_problems(tmp_path):
     (tmp_path / "r.yaml").write_text(
         "version: 1\nname: x\ninputs: [{path: nope.jsonl}]\nsteps: [{sampel: {k: 1}}]\n"

@@ -138,3 +138,9 @@ def prompt_of(messages: list[dict]) -> list[dict]:
     if messages and messages[-1]["role"] == "assistant":
         return list(messages[:-1])
     return list(messages)
+
+
+def put_column(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """The table with column ``name`` set to ``values``: replaced where it exists, else appended."""
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, name, values) if i >= 0 else table.append_column(name, values)

@@ -155,8 +155,7 @@ def apply_op(op: Op, batch: pa.Table) -> tuple[pa.Table, pa.Table | None]:
                     f"step {step} ({op.name}): scorer returned {len(arr)} values for "
                     f"{batch.num_rows} rows in column '{name}'"
                 )
-            i = batch.schema.get_field_index(name)
-            batch = batch.set_column(i, name, arr) if i >= 0 else batch.append_column(name, arr)
+            batch = S.put_column(batch, name, arr)
         return batch, None
     if isinstance(op, Mapper):
         out = op.map(batch)
@@ -191,9 +190,7 @@ def pass_through(inputs: list[Path], store: StepStore) -> None:
 
 def with_columns(table: pa.Table, extra: pa.Table) -> pa.Table:
     for name in extra.column_names:
-        i = table.schema.get_field_index(name)
-        col = extra.column(name)
-        table = table.set_column(i, name, col) if i >= 0 else table.append_column(name, col)
+        table = S.put_column(table, name, extra.column(name))
     return table
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
 import pyarrow as pa
 from pydantic import Field
 
@@ -99,13 +100,39 @@ class LLMTask:
         return out
 
     def ask_conversations(
-        self, convs: list[Conversation], parse, sampling: Sampling | None = None
+        self, convs: list[Conversation], parse, sampling: Sampling | None = None, model: str | None = None
     ) -> list[Reply]:
         """One Reply per conversation, each completion read by ``parse(text)`` (one callable for all, or
-        one per conversation): for ops that ask in several stages, each with its own prompts and reader."""
+        one per conversation): for ops that ask in several stages, each with its own prompts and reader.
+        ``model`` asks another of the recipe's models than the op's own."""
         if not convs:
             return []
-        return self._read(self.llm().chat(convs, sampling or self.sampling()), parse)
+        llm = self.ctx.model(model) if model else self.llm()
+        return self._read(llm.chat(convs, sampling or self.sampling()), parse)
+
+    def sample_each(self, convs: list[Conversation], parse, sampling: Sampling) -> list[Reply]:
+        """One sampled reply per conversation, where the same conversation may come more than once: the
+        copies are asked once with ``n`` = their count, so each gets its own sample (asking the same
+        seeded request twice would get one sample twice, from the cache)."""
+        groups: dict[str, list[int]] = {}
+        for i, conv in enumerate(convs):
+            groups.setdefault(orjson.dumps(conv, option=orjson.OPT_SORT_KEYS).decode(), []).append(i)
+        by_n: dict[int, list[list[int]]] = {}
+        for members in groups.values():
+            by_n.setdefault(len(members), []).append(members)
+        out: list[Reply | None] = [None] * len(convs)
+        for n, member_lists in sorted(by_n.items()):
+            replies = self.ask_conversations(
+                [convs[m[0]] for m in member_lists], parse, sampling.model_copy(update={"n": n})
+            )
+            for members, reply in zip(member_lists, replies, strict=True):
+                for j, i in enumerate(members):
+                    if reply.error is not None:
+                        out[i] = Reply(error=reply.error)
+                    else:
+                        k = min(j, len(reply.texts) - 1)
+                        out[i] = Reply([reply.texts[k]], [reply.parsed[k]], finishes=[reply.finishes[k]])
+        return out
 
     def ask_texts(self, prompts: list[str], parse, sampling: Sampling | None = None) -> list[Reply]:
         """As ``ask_conversations``, for raw-text continuations (no chat template: the model's

@@ -47,6 +47,11 @@ REGISTRY: dict[str, str] = {
     "clues": "dataflywheel.ops.select.clues:CluesSelect",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
+    "cascade": "dataflywheel.ops.synthesize.cascade:Cascade",
+    "data_advisor": "dataflywheel.ops.synthesize.data_advisor:DataAdvisor",
+    "hybrid_generate": "dataflywheel.ops.synthesize.hybrid:HybridGenerate",
+    "evol_instruct": "dataflywheel.ops.synthesize.evol_instruct:EvolInstruct",
+    "knowledge_guided": "dataflywheel.ops.synthesize.knowledge_guided:KnowledgeGuided",
     "magpie": "dataflywheel.ops.synthesize.magpie:Magpie",
     "magpie_tag": "dataflywheel.ops.synthesize.magpie_tag:MagpieTag",
     # train

@@ -47,6 +47,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "steps": steps,
         "scores": _scores(data_steps, final_ids),
         "map": _embedding_map(data_steps, final_ids),
+        "generated": _generated(steps, data_steps, final_ids),
         "drop_examples": _drop_examples(steps),
         "evals": _evals(steps),
         "trainings": [s for s in steps if "train" in s.get("stats", {})],
@@ -168,6 +169,72 @@ def _embedding_map(steps: list[dict], final_ids: set[str] | None) -> dict | None
             for (a, b), i, t in zip(xy.tolist(), picks.tolist(), texts, strict=True)
         ],
     }
+
+
+GENERATED_SAMPLE = 2000  # rows per origin for the diversity and novelty figures
+
+
+def _generated(steps: list[dict], data_steps: list[dict], final_ids: set[str] | None) -> dict | None:
+    """Generated rows against the seeds they came from: per origin, how many were made, embedded and
+    kept, their diversity (mean pairwise cosine distance) and novelty (mean cosine distance to the nearest
+    seed row), on the first embedding column written after the generators; and each generator's cost."""
+    gens = [s for s in steps if s.get("kind") == "generator"]
+    if not gens:
+        return None
+    made = {}
+    for s in gens:
+        counts = s.get("stats", {}).get("counts", {}) or {}
+        usage = s.get("stats", {}).get("models", {}) or {}
+        n = counts.get("generated", 0)
+        cost = sum(u.get("cost", 0.0) for u in usage.values())
+        tokens = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usage.values())
+        calls = sum(u.get("requests", 0) for u in usage.values())
+        made[s["op"]] = {
+            "step": s["label"], "generated": n, "calls": calls, "tokens": tokens, "cost": cost,
+            "seconds": s.get("seconds", 0.0), "tokens_per_row": tokens / n if n else None,
+        }  # fmt: skip
+    last_gen = max(s["index"] for s in gens)
+    origins: list[dict] = []
+    column = at = None
+    for step in data_steps:
+        if step["index"] <= last_gen:
+            continue
+        shards = StepStore(step["abs_dir"]).shards()
+        schema = pq.read_schema(shards[0])
+        column = next((f.name for f in schema if f.name.startswith("embedding_")), None)
+        if column is None or S.ORIGIN not in schema.names:
+            column = None
+            continue
+        table = pa.concat_tables([pq.read_table(p, columns=[S.ID, S.ORIGIN, column]) for p in shards])
+        ids = table.column(S.ID).to_pylist()
+        origin = table.column(S.ORIGIN).to_pylist()
+        x = np.asarray(table.column(column).to_pylist(), dtype=np.float32)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        seed_rows = np.array([o not in made for o in origin])
+        rng = np.random.default_rng(0)
+        for name in dict.fromkeys(origin):
+            where = np.flatnonzero(np.array([o == name for o in origin]))
+            sample = (
+                np.sort(rng.choice(where, GENERATED_SAMPLE, replace=False))
+                if len(where) > GENERATED_SAMPLE
+                else where
+            )
+            v = x[sample]
+            diversity = None
+            if len(v) > 1:
+                sims = v @ v.T
+                diversity = float(1 - (sims.sum() - np.trace(sims)) / (len(v) * (len(v) - 1)))
+            novelty = None
+            if name in made and seed_rows.any():
+                novelty = float(np.mean(1 - (v @ x[seed_rows].T).max(axis=1)))
+            kept = sum(ids[i] in final_ids for i in where) if final_ids is not None else None
+            origins.append(
+                {"origin": name, "generated": name in made, "rows": len(where), "kept": kept,
+                 "diversity": diversity, "novelty": novelty}
+            )  # fmt: skip
+        at = step["label"]
+        break
+    return {"generators": made, "origins": origins, "column": column, "step": at}
 
 
 def _drop_examples(steps: list[dict], per_reason: int = 3) -> list[dict]:

@@ -108,6 +108,38 @@ def _map_section(d: dict) -> str:
     return html + f'<figure class="plot" id="plot-map">{svg.scatter(mp["points"], title)}</figure>'
 
 
+def _generated_section(d: dict) -> str:
+    g = d.get("generated")
+    if not g:
+        return ""
+    rows = [
+        [escape(name), escape(v["step"]), v["generated"], v["calls"], v["tokens"],
+         "" if v["tokens_per_row"] is None else f"{v['tokens_per_row']:.0f}", v["cost"], v["seconds"]]
+        for name, v in g["generators"].items()
+    ]  # fmt: skip
+    html = _table(
+        ["generator", "step", "rows made", "calls", "tokens", "tokens / row", "cost ($)", "seconds"], rows
+    )
+    if not g["origins"]:
+        return (
+            html
+            + "<p>Add an <code>embed</code> step after the generators to compare them with the seeds.</p>"
+        )
+    html += (
+        f"<p>On <code>{escape(g['column'])}</code> at <b>{escape(g['step'])}</b>: diversity is the mean "
+        "pairwise cosine distance within an origin, novelty the mean cosine distance of a generated row to "
+        "its nearest seed row (0: a copy).</p>"
+    )
+    rows = [
+        [escape(o["origin"]), "generated" if o["generated"] else "seed", o["rows"],
+         "" if o["kept"] is None else o["kept"],
+         "" if o["diversity"] is None else f"{o['diversity']:.3f}",
+         "" if o["novelty"] is None else f"{o['novelty']:.3f}"]
+        for o in g["origins"]
+    ]  # fmt: skip
+    return html + _table(["origin", "", "rows", "kept at the end", "diversity", "novelty"], rows)
+
+
 def _usage_section(d: dict) -> str:
     rows = []
     peak = max([s.get("seconds", 0) for s in d["steps"]] + [1e-9])
@@ -201,7 +233,9 @@ def render(d: dict) -> str:
         ("funnel", "Pipeline funnel", _funnel(d)),
         ("scores", "Score distributions", _scores_section(d)),
         ("map", "Pool and selection on the embedding map", _map_section(d)),
+        ("generated", "Generated against seed data", _generated_section(d)),
         ("usage", "Time, tokens and cost per step", _usage_section(d)),
         ("evaluation", "Training and evaluation", _eval_section(d)),
     ]
+    sections = [s for s in sections if s[2]]  # a section with nothing to say (no generator) is left out
     return page(f"dataflywheel run: {d['manifest'].get('name', '')}", sections)

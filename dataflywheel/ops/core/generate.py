@@ -45,19 +45,19 @@ class Generate(LLMTask, Mapper):
         replies = [r[0] for r in self.ask(rows)]
         texts = [r.values[0]["text"] if r.values else None for r in replies]
         errors = [None if t is not None else row_error([r]) for t, r in zip(texts, replies, strict=True)]
-        if p.output == S.MESSAGES:
-            new = [
-                S.prompt_of(row[S.MESSAGES]) + [{"role": "assistant", "content": t}]
-                if t is not None
-                else row[S.MESSAGES]
-                for row, t in zip(rows, texts, strict=True)
-            ]
-            batch = _put(batch, S.MESSAGES, pa.array(new, S.CONVERSATION_TYPE))
-        else:
-            batch = _put(batch, p.output, pa.array(texts, pa.string()))
-        return _put(batch, "error_generate", pa.array(errors, pa.string()))
+        batch = put_answers(batch, rows, texts, p.output)
+        return S.put_column(batch, "error_generate", pa.array(errors, pa.string()))
 
 
-def _put(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    i = table.schema.get_field_index(name)
-    return table.set_column(i, name, values) if i >= 0 else table.append_column(name, values)
+def put_answers(batch: pa.Table, rows: list[dict], answers: list[str | None], output: str) -> pa.Table:
+    """Answers as each row's final assistant turn (``output: messages``; a row without an answer keeps
+    its conversation) or as a text column."""
+    if output != S.MESSAGES:
+        return S.put_column(batch, output, pa.array(answers, pa.string()))
+    new = [
+        S.prompt_of(row[S.MESSAGES]) + [{"role": "assistant", "content": a}]
+        if a is not None
+        else row[S.MESSAGES]
+        for row, a in zip(rows, answers, strict=True)
+    ]
+    return S.put_column(batch, S.MESSAGES, pa.array(new, S.CONVERSATION_TYPE))

@@ -1,0 +1,67 @@
+"""Knowledge-guided generation and Data Advisor end to end on the real SmolLM2: every question and
+query is accounted for, and the answers are SmolLM2's own greedy answers (asked directly)."""
+
+import pytest
+
+from dataflywheel.data import io
+from dataflywheel.data import schema as S
+from dataflywheel.models.base import Sampling
+from dataflywheel.models.client import Model
+from dataflywheel.ops.base import OpContext
+from dataflywheel.ops.synthesize.data_advisor import DataAdvisor
+from dataflywheel.ops.synthesize.knowledge_guided import KnowledgeGuided
+from dataflywheel.recipe.models import ModelSpec
+
+
+def ctx(smollm2):
+    spec = ModelSpec(backend="hf", model="embedded:smollm2-135m-instruct", cache="off")
+    return OpContext(models={"m": Model("m", spec, backend=smollm2)})
+
+
+def seeds(texts):
+    return io.rows_to_table(
+        [{S.ID: f"s{i}", S.MESSAGES: [{"role": "user", "content": t}]} for i, t in enumerate(texts)]
+    )
+
+
+def answer(smollm2, question: str) -> str:
+    (r,) = smollm2.chat([[{"role": "user", "content": question}]], Sampling(max_tokens=32))
+    return r.text.strip()
+
+
+@pytest.mark.slow
+def test_knowledge_guided_on_smollm2(smollm2):
+    op = KnowledgeGuided(
+        {"model": "m", "topics": 2, "tags": 2, "max_tokens": 32, "answer_max_tokens": 32, "seed": 1},
+        ctx=ctx(smollm2),
+    )
+    rows = list(op.generate(seeds(["Astronomy"])))
+    st = op.stats
+    assert st["tree_topics"] >= 1 and 1 <= st["tree_tags"] <= 4
+    lost = sum(
+        st[k] for k in ("question_missing", "answer_missing", "critique_unread", "refined_answer_missing")
+    )
+    assert st["questions"] == len(rows) and len(rows) + lost == st["tree_tags"]  # every tag accounted for
+    for r in rows:
+        assert r["kg_domain"] == "Astronomy" and r["kg_tag"] and r["kg_critique"]
+        assert r["kg_draft"] == answer(smollm2, r[S.MESSAGES][0]["content"])
+
+
+@pytest.mark.slow
+def test_data_advisor_on_smollm2(smollm2):
+    placeholders = [f"[placeholder request {i}]" for i in range(3)]
+    op = DataAdvisor(
+        {"model": "m", "rounds": 2, "per_round": 2, "max_tokens": 32, "summary_max_tokens": 32,
+         "response_max_tokens": 32, "seed": 2, "categories": ["medical", "financial"]},
+        ctx=ctx(smollm2),
+    )  # fmt: skip
+    rows = list(op.generate(seeds(placeholders)))
+    st = op.stats
+    rounds_run = 2 - st["issue_unread"]
+    assert len(rows) + st["query_empty"] + st["response_missing"] + st["failed"] == 2 * rounds_run
+    with_rows = len({x["advisor_round"] for x in rows})
+    assert with_rows <= st["exemplars_added"] <= rounds_run  # one exemplar per round that wrote a query
+    assert st["summary_lines"] >= 2
+    for r in rows:
+        assert r[S.PARENTS] and set(r[S.PARENTS]) <= {"s0", "s1", "s2"}
+        assert r[S.MESSAGES][1]["content"] == answer(smollm2, r[S.MESSAGES][0]["content"])
