@@ -61,6 +61,7 @@ def run(
     ),
 ) -> None:
     """Run a recipe: reuses finished steps and resumes an interrupted one."""
+    from dataflywheel.engine.executor import BudgetReached
     from dataflywheel.engine.local import LocalExecutor
     from dataflywheel.errors import RecipeError
     from dataflywheel.recipe.validate import validate_file
@@ -81,6 +82,12 @@ def run(
         else:
             raise FlywheelError(f"--executor must be local or ray, got {kind!r}")
         result = runner.run(fresh=fresh)
+    except BudgetReached as e:
+        if report:
+            from dataflywheel.report import write_report
+
+            write_report(target)
+        _fail(e, 3)
     except FlywheelError as e:
         _fail(e)
     if report:
@@ -178,6 +185,56 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML")) -> None:
     console.print(f"  output: {where}{note}", highlight=False)
     for line in budget_lines(ops):
         console.print(f"  {line}", highlight=False)
+    limits = [f"{k} <= {v}" for k, v in rec.budget.model_dump().items() if v is not None]
+    if limits:
+        console.print(f"  run budget (model spending): {', '.join(limits)}", highlight=False)
+
+
+@app.command()
+def plan(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    rows: int = typer.Option(8, min=1, help="rows of each input to run the sample on"),
+) -> None:
+    """Estimate a recipe's model calls, tokens, money and time per step, from a run on a sample."""
+    from dataflywheel.errors import RecipeError
+    from dataflywheel.experiments.plan import plan as make_plan
+    from dataflywheel.recipe.validate import validate_file
+
+    rec, ops, problems = validate_file(recipe)
+    if problems:
+        _fail(RecipeError(problems, str(recipe)), 2)
+    try:
+        p = make_plan(rec, ops, rows)
+    except FlywheelError as e:
+        _fail(e)
+    view = Table(title=f"plan: {rec.name} ({p.rows_total:,} input rows, measured on {p.rows_sampled})")
+    for col in ("step", "rows in", "model calls", "tokens", "cost ($)", "time"):
+        view.add_column(col, justify="left" if col == "step" else "right")
+    for s in [*p.steps, p.totals]:
+        view.add_row(
+            s.label,
+            f"{s.rows_in:,.0f}",
+            f"{s.calls:,.0f}",
+            f"{s.tokens:,.0f}",
+            f"{s.cost:,.4f}",
+            _duration(s.seconds),
+        )
+    console.print(view)
+    console.print(f"the two samples spent ${p.sample_cost:.4f} (every call made: the call cache was off)")
+    stop = p.budget_stop()
+    if p.budget.cost is not None or p.budget.tokens is not None:
+        console.print(
+            f"budget: the run would stop when the {stop}" if stop else "budget: the estimate stays within it",
+            highlight=False,
+        )
+    else:
+        console.print("no budget in the recipe: set `budget: {cost: ...}` to stop a run at a limit")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def budget_lines(ops: list) -> list[str]:

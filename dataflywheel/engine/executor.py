@@ -47,6 +47,22 @@ from dataflywheel.ops.base import (
 from dataflywheel.recipe.models import Recipe
 
 
+class BudgetReached(FlywheelError):
+    """The recipe's budget is spent: the run stopped cleanly between shards and resumes when rerun with
+    a higher limit."""
+
+    def __init__(self, what: str, spent: dict, limit: float):
+        self.details = {"budget": what, "limit": limit, "spent": spent}
+        if what == "cost":
+            shown = f"${spent['cost']:.4f} of ${limit:.4f}"
+        else:
+            shown = f"{spent['tokens']:,} of {limit:,} tokens"
+        super().__init__(
+            f"budget reached: {shown} spent on model calls. Finished shards are kept; raise `budget.{what}` "
+            "in the recipe and run again to go on."
+        )
+
+
 class Executor:
     """Runs a validated recipe step by step: the step loop, fingerprints, checkpoints, loops, selections,
     training and evaluation. Subclasses say how the shards of a row-wise step are scheduled
@@ -70,6 +86,8 @@ class Executor:
         # on every rerun.
         self.retry_failed = retry_failed
         self._input_changed = False
+        self._models: dict = {}
+        self._spent_before = {"cost": 0.0, "tokens": 0}
 
     # ------------------------------------------------------------------ the run
     def run(self, fresh: bool = False) -> RunResult:
@@ -86,12 +104,15 @@ class Executor:
             manifest = Manifest(self.run_dir, self.recipe)
             loader = self.model_loader or load_models
             models = loader(self.recipe) if self.recipe.models else {}
+            self._models = models
+            self._spent_before = self._load_spent()
             results = [self._read_step()]
             manifest.step_finished(results[-1])
             prev = results[-1]
             try:
                 with self.progress:
                     for op in self.ops:
+                        self.check_budget()
                         op.ctx = self._context(op, models)
                         if isinstance(op, Loop):
                             prev = self._loop(op, prev, models, manifest, results)
@@ -104,7 +125,11 @@ class Executor:
                 output = self._write_output(prev)
                 rows_out = prev.rows_out
                 manifest.finish(output, rows_out, {name: m.usage.as_dict() for name, m in models.items()})
+            except BudgetReached as stop:
+                manifest.stopped(stop.details, {name: m.usage.as_dict() for name, m in models.items()})
+                raise
             finally:
+                self._save_spent()
                 for m in models.values():
                     m.close()
             return RunResult(self.run_dir, output, results, results[0].rows_in, rows_out)
@@ -119,6 +144,38 @@ class Executor:
             models=models,
             base_dir=str(self.recipe.base_dir),
         )
+
+    # ------------------------------------------------------------------ the budget
+    def spent(self) -> dict[str, float]:
+        """Model spending of this run directory: earlier invocations (spent.json) and this one."""
+        cost = self._spent_before["cost"] + sum(m.usage.cost for m in self._models.values())
+        tokens = self._spent_before["tokens"] + sum(
+            m.usage.prompt_tokens + m.usage.completion_tokens for m in self._models.values()
+        )
+        return {"cost": round(cost, 9), "tokens": int(tokens)}
+
+    def check_budget(self) -> None:
+        """Stop (between steps and shards) once the recipe's budget is spent; saves the spending first."""
+        budget = self.recipe.budget
+        if budget.cost is None and budget.tokens is None:
+            return
+        self._save_spent()
+        spent = self.spent()
+        for what in ("cost", "tokens"):
+            limit = getattr(budget, what)
+            if limit is not None and spent[what] >= limit:
+                raise BudgetReached(what, spent, limit)
+
+    def _load_spent(self) -> dict[str, float]:
+        path = self.run_dir / "spent.json"
+        if not path.exists():
+            return {"cost": 0.0, "tokens": 0}
+        data = orjson.loads(path.read_bytes())
+        return {"cost": float(data.get("cost", 0.0)), "tokens": int(data.get("tokens", 0))}
+
+    def _save_spent(self) -> None:
+        if self._models or (self.run_dir / "spent.json").exists():
+            atomic_write_json(self.run_dir / "spent.json", self.spent())
 
     # ------------------------------------------------------------------ loops
     def _loop(
@@ -136,6 +193,7 @@ class Executor:
             feed = prev if p.data == "initial" else last
             metrics: dict[str, float] = {}
             for j, op in enumerate(loop.body, start=1):
+                self.check_budget()
                 op.ctx = self._context(op, models, iteration=it)
                 feed = self._run_step(op, feed, models, where=folder / f"iter-{it:02d}", index=j)
                 register_trained(op, feed, models)
@@ -173,7 +231,8 @@ class Executor:
             path = self.recipe.input_path(spec)
             content = path if path.startswith("hf://") else file_digest(path)
             on_error = spec.on_error or self.recipe.on_error
-            parts.append([content, spec.format, spec.name, spec.split, on_error, spec.fields or None])
+            part = [content, spec.format, spec.name, spec.split, on_error, spec.fields or None]
+            parts.append(part + [spec.limit] if spec.limit else part)
         return fp.digest("read", parts, self.recipe.shard_size, fp.code_version())
 
     def _read_step(self) -> StepResult:
@@ -189,10 +248,16 @@ class Executor:
         for spec in self.recipe.inputs:
             path = self.recipe.input_path(spec)
             on_error = spec.on_error or self.recipe.on_error
+            left = spec.limit
             # Parsing is repeated on resume (ids must stay unique), but finished shards are not rewritten.
             for batch in io.read_canonical(
                 path, spec.format, spec.split, on_error, spec.name, self.recipe.shard_size, seen, spec.fields
             ):
+                if left is not None:  # `limit`: the first rows only
+                    if left <= 0:
+                        break
+                    batch.table = batch.table.slice(0, left)
+                    left -= batch.table.num_rows
                 if store.has_shard(k):
                     result.shards_reused += 1
                 else:

@@ -22,6 +22,7 @@ class LocalExecutor(Executor):
 
     def run_shards(self, op: Op, pending: list[tuple[int, Path]], store: StepStore, task) -> None:
         for k, shard in pending:
+            self.check_budget()  # a spent budget stops between shards: finished ones are kept
             process_shard(op, shard, store, k)
             task.advance()
 

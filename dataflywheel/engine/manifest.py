@@ -93,5 +93,16 @@ class Manifest:
             atomic_write_json(self.path.parent / "metrics.json", metrics)
         self._save()
 
+    def stopped(self, details: dict, models: dict | None = None) -> None:
+        """The run stopped before its end (its budget was spent): what it finished stays accounted for."""
+        self.data.update(
+            status="stopped",
+            stopped=details,
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            seconds=round(time.perf_counter() - self._t0, 3),
+            models=models or {},
+        )
+        self._save()
+
     def _save(self) -> None:
         atomic_write_json(self.path, self.data)

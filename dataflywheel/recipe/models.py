@@ -32,6 +32,17 @@ class InputSpec(_Strict):
         description="format field -> the file's name for it: {instruction: question, output: answer}",
     )
     on_error: Literal["raise", "skip"] | None = Field(None, description="overrides the recipe's on_error")
+    limit: int | None = Field(
+        None, ge=1, description="read at most this many rows (a quick trial; `flywheel plan` samples so)"
+    )
+
+
+class RunBudget(_Strict):
+    """What a run may spend on model calls, over every invocation on its run directory; at the limit the
+    run stops between shards, keeping what it finished, and goes on when rerun with a higher limit."""
+
+    cost: float | None = Field(None, ge=0, description="money at the models' prices")
+    tokens: int | None = Field(None, ge=0, description="prompt + completion tokens of all models")
 
 
 class OutputSpec(_Strict):
@@ -74,6 +85,7 @@ class Recipe(_Strict):
     seed: int = Field(0, description="default seed of every seeded op")
     executor: Literal["local", "ray"] = Field("local", description="run in this process, or on Ray")
     ray: RaySpec = Field(default_factory=RaySpec)
+    budget: RunBudget = Field(default_factory=RunBudget, description="model spending at most")
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
