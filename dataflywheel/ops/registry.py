@@ -47,6 +47,7 @@ REGISTRY: dict[str, str] = {
     "clues": "dataflywheel.ops.select.clues:CluesSelect",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
+    "alice": "dataflywheel.ops.synthesize.alice:Alice",
     "cascade": "dataflywheel.ops.synthesize.cascade:Cascade",
     "data_advisor": "dataflywheel.ops.synthesize.data_advisor:DataAdvisor",
     "hybrid_generate": "dataflywheel.ops.synthesize.hybrid:HybridGenerate",
