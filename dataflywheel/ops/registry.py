@@ -48,6 +48,7 @@ REGISTRY: dict[str, str] = {
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
     "alice": "dataflywheel.ops.synthesize.alice:Alice",
+    "blind_spots": "dataflywheel.ops.synthesize.blind_spots:BlindSpots",
     "cascade": "dataflywheel.ops.synthesize.cascade:Cascade",
     "data_advisor": "dataflywheel.ops.synthesize.data_advisor:DataAdvisor",
     "hybrid_generate": "dataflywheel.ops.synthesize.hybrid:HybridGenerate",

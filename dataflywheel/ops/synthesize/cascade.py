@@ -17,37 +17,19 @@ teacher for every row is ``1 - teacher_calls / rows`` (the report's cost table p
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import Field
 
 from dataflywheel.data import schema as S
+from dataflywheel.lib.answers import final_answer
 from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper, ModelRef
 from dataflywheel.ops.core.generate import put_answers
 from dataflywheel.ops.llm import LLMParams, LLMTask, row_error
 from dataflywheel.ops.parsing import parse_score
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def final_answer(text: str, extract: str) -> str | None:
-    """The part of an answer two answers must share to agree: the last number (commas and a trailing
-    ".0" dropped), the last non-empty line, or the whole text; lower-cased, whitespace collapsed."""
-    if extract == "last_number":
-        found = _NUMBER.findall(text)
-        if not found:
-            return None
-        value = found[-1].replace(",", "")
-        return value[:-2] if value.endswith(".0") else value
-    if extract == "last_line":
-        lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
-        text = lines[-1] if lines else ""
-    norm = " ".join(text.lower().split())
-    return norm or None
 
 
 class Cascade(LLMTask, Mapper):

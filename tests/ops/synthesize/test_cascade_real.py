@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from dataflywheel.engine.local import LocalExecutor
-from dataflywheel.ops.synthesize.cascade import final_answer
+from dataflywheel.lib.answers import final_answer
 from dataflywheel.recipe.validate import validate_file
 from tests.fault_server import ServerThread, priced_teacher_app
 

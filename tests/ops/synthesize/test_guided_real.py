@@ -65,3 +65,48 @@ def test_data_advisor_on_smollm2(smollm2):
     for r in rows:
         assert r[S.PARENTS] and set(r[S.PARENTS]) <= {"s0", "s1", "s2"}
         assert r[S.MESSAGES][1]["content"] == answer(smollm2, r[S.MESSAGES][0]["content"])
+
+
+@pytest.mark.slow
+def test_blind_spots_on_smollm2_and_minilm(smollm2, minilm, shared_data):
+    import json
+
+    from dataflywheel.lib.answers import final_answer
+    from dataflywheel.ops.synthesize.blind_spots import BlindSpots
+
+    lines = (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines()[:4]
+    rows = [json.loads(x) for x in lines]
+    table = io.rows_to_table(
+        [
+            {
+                S.ID: f"g{i}",
+                S.MESSAGES: [
+                    {"role": "user", "content": r["question"]},
+                    {"role": "assistant", "content": r["answer"]},
+                ],
+            }
+            for i, r in enumerate(rows)
+        ]
+    )
+    spec = ModelSpec(backend="hf", model="embedded:smollm2-135m-instruct", cache="off")
+    context = OpContext(
+        models={"m": Model("m", spec, backend=smollm2), "e": Model("e", spec, backend=minilm)}
+    )
+    op = BlindSpots(
+        {"model": "m", "student": "m", "embedder": "e", "clusters": 2, "per_cluster": 1, "max_tokens": 32,
+         "student_max_tokens": 32, "seed": 3},
+        ctx=context,
+    )  # fmt: skip
+    made = list(op.generate(table))
+    st = op.stats
+    # independent: the student's failures, recomputed by asking SmolLM2 directly
+    wrong = sum(
+        final_answer(answer(smollm2, r["question"]), "last_number")
+        != final_answer(r["answer"], "last_number")
+        for r in rows
+    )
+    assert st["student_failures"] == wrong and st["clusters"] == min(2, wrong)
+    asked = st["clusters"] * 1
+    assert len(made) + st["unverified"] + st["answer_missing"] + st["question_missing"] == asked
+    for r in made:
+        assert set(r[S.PARENTS]) <= {"g0", "g1", "g2", "g3"} and r["blindspot_cluster_size"] >= 1

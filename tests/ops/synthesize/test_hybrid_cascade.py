@@ -4,7 +4,8 @@ import pytest
 
 from dataflywheel.data import io
 from dataflywheel.data import schema as S
-from dataflywheel.ops.synthesize.cascade import Cascade, final_answer
+from dataflywheel.lib.answers import final_answer
+from dataflywheel.ops.synthesize.cascade import Cascade
 from dataflywheel.ops.synthesize.hybrid import HybridGenerate, choose_strategy
 from tests.fakes import ScriptedBackend, context
 
