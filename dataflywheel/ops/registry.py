@@ -45,6 +45,8 @@ REGISTRY: dict[str, str] = {
     "prompt_uncertainty": "dataflywheel.ops.select.prompt_uncertainty:PromptUncertainty",
     "less": "dataflywheel.ops.select.less:LessSelect",
     "clues": "dataflywheel.ops.select.clues:CluesSelect",
+    # enhance: data quality enhancement
+    "llm2llm": "dataflywheel.ops.enhance.llm2llm:LLM2LLM",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
     "alice": "dataflywheel.ops.synthesize.alice:Alice",
