@@ -1,7 +1,8 @@
 """Detect a dataset's format from its fields and convert rows to and from the canonical model.
 
 Supported formats (``FORMATS``): ``messages`` (OpenAI chat), ``sharegpt``, ``alpaca``, ``alpaca_eval``
-(AlpacaEval model outputs), ``instructions`` (prompt-only seed sets), ``prompt_completion`` and
+(AlpacaEval model outputs), ``pairwise`` (AlpacaEval annotations: two outputs and a preference),
+``instructions`` (prompt-only seed sets), ``prompt_completion`` and
 ``preference`` (``prompt``/``chosen``/``rejected``, conversational or plain strings, explicit or implicit
 prompt, including HH-RLHF transcripts).
 
@@ -227,6 +228,29 @@ def _from_preference(row: _Row) -> dict:
     return {S.PROMPT: prompt, S.CHOSEN: chosen, S.REJECTED: rejected}
 
 
+def _from_pairwise(row: _Row) -> dict:
+    """AlpacaEval annotations: two outputs to one instruction and a judge's preference (1 or 2) -> a
+    preference row with the preferred output as chosen. A tie or no preference is not a pair."""
+    instruction = row.text("instruction", nonempty=True)
+    first, second = row.text("output_1"), row.text("output_2")
+    pref = row.get("preference", required=False)
+    if isinstance(pref, bool) or not isinstance(pref, int | float) or float(pref) not in (1.0, 2.0):
+        raise row.fail("preference", "no preference", "1 or 2 (which output the judge preferred)", pref)
+    chosen, rejected = (first, second) if float(pref) == 1.0 else (second, first)
+    for field, text in (("output_1", first), ("output_2", second)):
+        if not text.strip():
+            raise row.fail(field, "empty response", "non-empty text", text)
+    return {
+        S.PROMPT: [{"role": "user", "content": instruction}],
+        S.CHOSEN: [{"role": "assistant", "content": chosen}],
+        S.REJECTED: [{"role": "assistant", "content": rejected}],
+    }
+
+
+def _to_unwritable(row: dict) -> dict:
+    raise DataError("pairwise annotations are read only: write the rows as preference")
+
+
 # ----------------------------------------------------------------------------- writers (canonical -> raw)
 
 
@@ -354,6 +378,13 @@ FORMATS: dict[str, Format] = {
             _from_prompt_completion,
             _to_prompt_completion,
             "prompt/completion, strings or messages",
+        ),
+        Format(
+            "pairwise",
+            ("instruction", "output_1", "output_2", "preference"),
+            _from_pairwise,
+            _to_unwritable,
+            "AlpacaEval annotations: instruction, output_1, output_2, preference (1 or 2) -> preference rows",
         ),
         Format(
             "alpaca_eval",

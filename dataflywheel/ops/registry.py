@@ -46,6 +46,8 @@ REGISTRY: dict[str, str] = {
     "less": "dataflywheel.ops.select.less:LessSelect",
     "clues": "dataflywheel.ops.select.clues:CluesSelect",
     # enhance: data quality enhancement
+    "coach_pairs": "dataflywheel.ops.enhance.coachlm:CoachPairs",
+    "coachlm": "dataflywheel.ops.enhance.coachlm:CoachLM",
     "llm2llm": "dataflywheel.ops.enhance.llm2llm:LLM2LLM",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
