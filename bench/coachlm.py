@@ -107,16 +107,16 @@ def main() -> None:
               - eval_nll: {{model: base, data: heldout.jsonl}}
             """)  # fmt: skip
         coach_rows = next(s for s in coach["steps"] if s["op"] == "sft")["rows_in"]
-        print(f"coach: {coach_rows} pairs (the most revised 30% of vicuna-13b vs davinci-003, GPT-4 preferred), "
-              f"{t_coach:.0f} s")  # fmt: skip
+        print(f"coach: {coach_rows} pairs (the most revised 30% of vicuna-13b vs davinci-003, "
+              f"GPT-4 preferred), {t_coach:.0f} s")  # fmt: skip
         print(f"revision of {len(rows)} alpaca-7b answers: {counts.get('revised', 0)} revised, "
-              f"{counts.get('unparsed', 0)} unparsed, {counts.get('too_long', 0)} too long, {t_revise:.0f} s")  # fmt: skip
+              f"{counts.get('unparsed', 0)} unparsed, {counts.get('too_long', 0)} too long, "
+              f"{t_revise:.0f} s")  # fmt: skip
         print(f"held-out NLL of GPT-4-turbo answers (32 AlpacaEval instructions): base "
               f"{base['steps'][-1]['stats']['metrics']['nll']:.4f}, SFT on raw {nll['raw']:.4f}, "
               f"SFT on revised {nll['revised']:.4f}  (24 steps x 4 rows each)")  # fmt: skip
-        print(
-            f"revised - raw: {nll['revised'] - nll['raw']:+.4f} nats/token; peak RSS {peak_rss_mib():,.0f} MiB"
-        )
+        delta = nll["revised"] - nll["raw"]
+        print(f"revised - raw: {delta:+.4f} nats/token; peak RSS {peak_rss_mib():,.0f} MiB")
 
 
 if __name__ == "__main__":
