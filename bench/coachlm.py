@@ -71,7 +71,8 @@ def main() -> None:
               - sft: {{model: base, output_model: coach, epochs: 1, batch_size: 4, lr: 0.0005, lora_r: 16,
                        max_length: 512}}
             """)  # fmt: skip
-        checkpoint = folder / next(s["dir"] for s in coach["steps"] if s["op"] == "sft") / "checkpoint"
+        sft_dir = next(s["dir"] for s in coach["steps"] if s["op"] == "sft")
+        checkpoint = folder / "coach" / sft_dir / "checkpoint"
         revised, manifest, t_revise = run(folder, "revise", f"""
             version: 1
             name: revise
