@@ -226,3 +226,24 @@ def row_error(replies: list[Reply]) -> str:
             return f"request failed: {r.error}"
     first = next((t for r in replies for t in r.texts), "")
     return f"unparsed reply: {first[:200]!r}"
+
+
+def text_reply(text: str) -> dict | None:
+    """The reader of a free-text reply: its stripped text, or None (unparsed) when it is empty."""
+    return {"text": text.strip()} if text.strip() else None
+
+
+def seed_texts(seeds: pa.Table) -> list[tuple[str, str]]:
+    """(id, first user turn) of every seed row that has a non-empty one: what generators start from."""
+    if not seeds.num_rows:
+        return []
+    out = []
+    for sid, conv in zip(seeds.column(S.ID).to_pylist(), seeds.column(S.MESSAGES).to_pylist(), strict=True):
+        text = next((m["content"] for m in conv or [] if m["role"] == "user"), None)
+        if text and text.strip():
+            out.append((sid, text.strip()))
+    return out
+
+
+def seed_ids(seeds: pa.Table) -> list[str]:
+    return seeds.column(S.ID).to_pylist() if seeds.num_rows else []

@@ -35,7 +35,7 @@ from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
-from dataflywheel.ops.llm import LLMParams, LLMTask
+from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
 
 BANNED = (
     "image",
@@ -98,7 +98,7 @@ class LLM2LLM(LLMTask, Generator):
         if not originals:
             return
         greedy = Sampling(temperature=0.0, max_tokens=p.student_max_tokens)
-        answers = self.ask_conversations([c for _, c, _ in originals], _text, greedy, model=p.student)
+        answers = self.ask_conversations([c for _, c, _ in originals], text_reply, greedy, model=p.student)
         wrong = [
             (sid, conv, ref) for (sid, conv, ref), a in zip(originals, answers, strict=True)
             if not a.values or not gsm8k_correct(a.values[0]["text"], ref)
@@ -133,10 +133,6 @@ class LLM2LLM(LLMTask, Generator):
                 "prompt_version": version,
                 S.PARENTS: [sid],
             }
-
-
-def _text(text: str) -> dict | None:
-    return {"text": text.strip()} if text.strip() else None
 
 
 def _problem(text: str) -> dict | None:

@@ -33,7 +33,7 @@ from dataflywheel.lib.diversity import kmeans
 from dataflywheel.models.base import CHAT, EMBED, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
-from dataflywheel.ops.llm import LLMParams, LLMTask
+from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
 
 
 class BlindSpots(LLMTask, Generator):
@@ -74,7 +74,7 @@ class BlindSpots(LLMTask, Generator):
             return
         # 1. the student's failures
         greedy = Sampling(temperature=0.0, max_tokens=p.student_max_tokens)
-        answers = self.ask_conversations([c for _, c, _ in items], _text, greedy, model=p.student)
+        answers = self.ask_conversations([c for _, c, _ in items], text_reply, greedy, model=p.student)
         failed = [
             (sid, conv) for (sid, conv, want), a in zip(items, answers, strict=True)
             if not a.values or final_answer(a.values[0]["text"], p.extract) != want
@@ -104,13 +104,13 @@ class BlindSpots(LLMTask, Generator):
                 asks.append([{"role": "user", "content": prompts.fill(template, examples=listing)}])
                 owners.append((c, shown))
         hot = Sampling(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=seed)
-        new = [(r.values[0]["text"] if r.values else None) for r in self.sample_each(asks, _text, hot)]
+        new = [(r.values[0]["text"] if r.values else None) for r in self.sample_each(asks, text_reply, hot)]
         self.stats["question_missing"] += sum(q is None for q in new)
         kept = [(q, owner) for q, owner in zip(new, owners, strict=True) if q is not None]
         # 4. verification: a greedy and a sampled answer must agree
         convs = [[{"role": "user", "content": q}] for q, _ in kept]
-        first = self.ask_conversations(convs, _text, Sampling(temperature=0.0, max_tokens=p.max_tokens))
-        second = self.ask_conversations(convs, _text, hot)
+        first = self.ask_conversations(convs, text_reply, Sampling(temperature=0.0, max_tokens=p.max_tokens))
+        second = self.ask_conversations(convs, text_reply, hot)
         for (q, (c, shown)), a, b in zip(kept, first, second, strict=True):
             if not a.values or not b.values:
                 self.stats["answer_missing"] += 1
@@ -129,7 +129,3 @@ class BlindSpots(LLMTask, Generator):
                 "prompt_version": version,
                 S.PARENTS: [failed[i][0] for i in shown],
             }
-
-
-def _text(text: str) -> dict | None:
-    return {"text": text.strip()} if text.strip() else None

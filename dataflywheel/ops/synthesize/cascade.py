@@ -28,7 +28,7 @@ from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper, ModelRef
 from dataflywheel.ops.core.generate import put_answers
-from dataflywheel.ops.llm import LLMParams, LLMTask, row_error
+from dataflywheel.ops.llm import LLMParams, LLMTask, row_error, text_reply
 from dataflywheel.ops.parsing import parse_score
 
 
@@ -68,7 +68,7 @@ class Cascade(LLMTask, Mapper):
         p = self.params
         rows = batch.to_pylist()
         convs = [self.prompt(r) for r in rows]
-        drafts = self.ask_conversations(convs, _text, self.sampling())
+        drafts = self.ask_conversations(convs, text_reply, self.sampling())
         self.stats["drafter_calls"] += len(convs)
         checks: list[float | None] = [None] * len(rows)
         ok = [i for i, d in enumerate(drafts) if d.values]
@@ -77,7 +77,7 @@ class Cascade(LLMTask, Mapper):
                 temperature=p.sample_temperature, top_p=p.top_p, max_tokens=p.max_tokens, n=p.samples,
                 seed=p.seed if p.seed is not None else self.ctx.seed,
             )  # fmt: skip
-            samples = self.ask_conversations([convs[i] for i in ok], _text, sampling)
+            samples = self.ask_conversations([convs[i] for i in ok], text_reply, sampling)
             self.stats["drafter_calls"] += len(ok)
             for i, s in zip(ok, samples, strict=True):
                 want = final_answer(drafts[i].values[0]["text"], p.extract)
@@ -108,7 +108,7 @@ class Cascade(LLMTask, Mapper):
         self.stats["check_unread"] += sum(checks[i] is None for i in ok)
         teacher = self.ask_conversations(
             [convs[i] for i in escalate],
-            _text,
+            text_reply,
             Sampling(temperature=0.0, max_tokens=p.teacher_max_tokens),
             model=p.teacher,
         )
@@ -132,10 +132,6 @@ class Cascade(LLMTask, Mapper):
 
 def _question(conv: list[dict]) -> str:
     return "\n\n".join(m["content"] for m in conv if m["role"] != "system")
-
-
-def _text(text: str) -> dict | None:
-    return {"text": text.strip()} if text.strip() else None
 
 
 def _rating(text: str) -> dict | None:

@@ -34,7 +34,7 @@ from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
-from dataflywheel.ops.llm import LLMParams, LLMTask
+from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids, seed_texts, text_reply
 
 CATEGORIES = (
     "medical", "financial", "legal", "technical", "relationship", "educational", "emotional manipulation",
@@ -69,15 +69,11 @@ class DataAdvisor(LLMTask, Generator):
         version = digest(
             *(prompts.load(__file__, f"advisor_{f}.txt") for f in ("weakness", "query", "summary"))
         )[:12]
-        rng = random.Random(digest("data_advisor", self.ctx.seed, _ids(seeds)))
+        rng = random.Random(digest("data_advisor", self.ctx.seed, seed_ids(seeds)))
         base_seed = p.seed if p.seed is not None else self.ctx.seed
         pool: list[tuple[str, list[str]]] = []  # (query, the seed ids it descends from)
-        for sid, conv in zip(
-            seeds.column(S.ID).to_pylist(), seeds.column(S.MESSAGES).to_pylist(), strict=True
-        ):
-            text = next((m["content"] for m in conv or [] if m["role"] == "user"), None)
-            if text and text.strip():
-                pool.append((text.strip(), [sid]))
+        for sid, text in seed_texts(seeds):
+            pool.append((text, [sid]))
         if not pool:
             return
         summary = list(p.categories)
@@ -105,7 +101,7 @@ class DataAdvisor(LLMTask, Generator):
                 self.stats["exemplars_added"] += 1
             answers = self.ask_conversations(
                 [[{"role": "user", "content": q}] for q, _ in made],
-                _text,
+                text_reply,
                 Sampling(temperature=0.0, max_tokens=p.response_max_tokens),
                 model=p.responder,
             )
@@ -177,11 +173,3 @@ def _first_line(text: str) -> dict | None:
 def _summary(text: str) -> dict | None:
     got = parse_summary(text)
     return None if got is None else {"lines": got}
-
-
-def _text(text: str) -> dict | None:
-    return {"text": text.strip()} if text.strip() else None
-
-
-def _ids(seeds: pa.Table) -> list[str]:
-    return seeds.column(S.ID).to_pylist() if seeds.num_rows else []

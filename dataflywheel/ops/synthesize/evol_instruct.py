@@ -35,7 +35,7 @@ from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
-from dataflywheel.ops.llm import LLMParams, LLMTask
+from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids, seed_texts, text_reply
 
 IN_DEPTH = {
     "constraints": "Add one more constraint or requirement to it.",
@@ -80,16 +80,12 @@ class EvolInstruct(LLMTask, Generator):
 
     def generate(self, seeds: pa.Table) -> Iterator[dict]:
         p = self.params
-        rng = random.Random(digest("evol_instruct", self.ctx.seed, _ids(seeds)))
+        rng = random.Random(digest("evol_instruct", self.ctx.seed, seed_ids(seeds)))
         version = digest(*(prompts.load(__file__, f) for f in PROMPT_FILES))[:12]
         base_seed = p.seed if p.seed is not None else self.ctx.seed
         live = []  # (seed id, current instruction)
-        for sid, conv in zip(
-            seeds.column(S.ID).to_pylist(), seeds.column(S.MESSAGES).to_pylist(), strict=True
-        ):
-            text = next((m["content"] for m in conv or [] if m["role"] == "user"), None)
-            if text and text.strip():
-                live.append((sid, text.strip()))
+        for sid, text in seed_texts(seeds):
+            live.append((sid, text))
         for r in range(1, p.rounds + 1):
             if not live:
                 return
@@ -154,7 +150,7 @@ class EvolInstruct(LLMTask, Generator):
     def _answer(self, instructions: list[str]) -> list[str | None]:
         sampling = Sampling(temperature=0.0, max_tokens=self.params.response_max_tokens)
         convs = [[{"role": "user", "content": t}] for t in instructions]
-        replies = self.ask_conversations(convs, _text, sampling)
+        replies = self.ask_conversations(convs, text_reply, sampling)
         return [r.values[0]["text"] if r.values else None for r in replies]
 
     def _equal(self, pairs: list[tuple[str, str]]) -> list[bool | None]:
@@ -206,17 +202,9 @@ def _rewrite(text: str) -> dict | None:
     return {"text": text} if text else None
 
 
-def _text(text: str) -> dict | None:
-    return {"text": text.strip()} if text.strip() else None
-
-
 def _verdict(text: str) -> dict | None:
     m = _VERDICT.match(text)
     return None if m is None else {"equal": not m.group(1).lower().startswith("not")}
-
-
-def _ids(seeds: pa.Table) -> list[str]:
-    return seeds.column(S.ID).to_pylist() if seeds.num_rows else []
 
 
 assert get_args(Method) == METHODS  # one list of methods

@@ -32,7 +32,7 @@ from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
-from dataflywheel.ops.llm import LLMParams, LLMTask
+from dataflywheel.ops.llm import LLMParams, LLMTask, seed_texts, text_reply
 
 Strategy = Literal["answer_augmentation", "question_rephrase", "new_question"]
 
@@ -73,12 +73,8 @@ class HybridGenerate(LLMTask, Generator):
     def generate(self, seeds: pa.Table) -> Iterator[dict]:
         p = self.params
         questions = []
-        for sid, conv in zip(
-            seeds.column(S.ID).to_pylist(), seeds.column(S.MESSAGES).to_pylist(), strict=True
-        ):
-            text = next((m["content"] for m in conv or [] if m["role"] == "user"), None)
-            if text and text.strip():
-                questions.append((sid, text.strip()))
+        for sid, text in seed_texts(seeds):
+            questions.append((sid, text))
         if not questions:
             return
         budget = math.floor(p.queries_per_seed * len(questions) + 1e-9)
@@ -106,7 +102,7 @@ class HybridGenerate(LLMTask, Generator):
             convs = [self._fill("new", examples="\n".join(f"- {q}" for _, q in ex)) for ex in shown]
             asked = self._questions(convs, [sorted(s for s, _ in ex) for ex in shown], sampling)
         self.stats["teacher_queries"] += rows if strategy == "answer_augmentation" else rows + len(asked)
-        replies = self.sample_each([self._fill("answer", question=q) for q, _ in asked], _text, sampling)
+        replies = self.sample_each([self._fill("answer", question=q) for q, _ in asked], text_reply, sampling)
         for (question, parents), reply in zip(asked, replies, strict=True):
             if not reply.values:
                 self.stats["answer_missing"] += 1
@@ -130,13 +126,9 @@ class HybridGenerate(LLMTask, Generator):
         self, convs: list[list[dict]], parents: list[list[str]], sampling: Sampling
     ) -> list[tuple[str, list[str]]]:
         out = []
-        for reply, par in zip(self.sample_each(convs, _text, sampling), parents, strict=True):
+        for reply, par in zip(self.sample_each(convs, text_reply, sampling), parents, strict=True):
             if reply.values:
                 out.append((reply.values[0]["text"], par))
             else:
                 self.stats["question_missing"] += 1
         return out
-
-
-def _text(text: str) -> dict | None:
-    return {"text": text.strip()} if text.strip() else None

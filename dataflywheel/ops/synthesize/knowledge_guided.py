@@ -34,7 +34,7 @@ from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
-from dataflywheel.ops.llm import LLMParams, LLMTask
+from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids, seed_texts, text_reply
 
 STYLES = (
     "a direct question",
@@ -92,16 +92,12 @@ class KnowledgeGuided(LLMTask, Generator):
         p = self.params
         files = ("topics", "tags", "question", "critique", "refine")
         version = digest(*(prompts.load(__file__, f"condor_{f}.txt") for f in files))[:12]
-        rng = random.Random(digest("knowledge_guided", self.ctx.seed, _ids(seeds)))
+        rng = random.Random(digest("knowledge_guided", self.ctx.seed, seed_ids(seeds)))
         seed = p.seed if p.seed is not None else self.ctx.seed
         hot = Sampling(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=seed)
         domains = []
-        for sid, conv in zip(
-            seeds.column(S.ID).to_pylist(), seeds.column(S.MESSAGES).to_pylist(), strict=True
-        ):
-            text = next((m["content"] for m in conv or [] if m["role"] == "user"), None)
-            if text and text.strip():
-                domains.append((sid, text.strip()))
+        for sid, text in seed_texts(seeds):
+            domains.append((sid, text))
         # 1. the tree: topics of each domain, then tags of each topic
         topic_lists = self._lists(
             [self._fill("topics", count=str(p.topics), domain=d) for _, d in domains], p.topics, hot
@@ -124,13 +120,13 @@ class KnowledgeGuided(LLMTask, Generator):
             )
             for i in items
         ]
-        for item, reply in zip(items, self.sample_each(convs, _text, hot), strict=True):
+        for item, reply in zip(items, self.sample_each(convs, text_reply, hot), strict=True):
             item.question = reply.values[0]["text"] if reply.values else None
         items = self._keep(items, "question", "question_missing")
         # 3. answers, 4. review and rewrite
         greedy = Sampling(temperature=0.0, max_tokens=p.answer_max_tokens)
         convs = [[{"role": "user", "content": i.question}] for i in items]
-        for item, reply in zip(items, self.ask_conversations(convs, _text, greedy), strict=True):
+        for item, reply in zip(items, self.ask_conversations(convs, text_reply, greedy), strict=True):
             item.draft = item.answer = reply.values[0]["text"] if reply.values else None
         items = self._keep(items, "answer", "answer_missing")
         for _ in range(p.refine_rounds):
@@ -141,7 +137,7 @@ class KnowledgeGuided(LLMTask, Generator):
             convs = [
                 self._fill("refine", question=i.question, answer=i.answer, critique=i.critique) for i in items
             ]
-            for item, reply in zip(items, self.ask_conversations(convs, _text, greedy), strict=True):
+            for item, reply in zip(items, self.ask_conversations(convs, text_reply, greedy), strict=True):
                 item.answer = reply.values[0]["text"] if reply.values else None
             items = self._keep(items, "answer", "refined_answer_missing")
         covered = {(i.domain, i.topic, i.tag) for i in items}
@@ -208,11 +204,3 @@ def _items(text: str) -> dict | None:
 def _review(text: str) -> dict | None:
     got = parse_review(text)
     return None if got is None else {"text": got}
-
-
-def _text(text: str) -> dict | None:
-    return {"text": text.strip()} if text.strip() else None
-
-
-def _ids(seeds: pa.Table) -> list[str]:
-    return seeds.column(S.ID).to_pylist() if seeds.num_rows else []

@@ -39,7 +39,7 @@ from dataflywheel.lib.rouge import RougePool, rouge_tokens
 from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
-from dataflywheel.ops.llm import LLMParams, LLMTask
+from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids
 
 BANNED_WORDS = (
     "image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
@@ -92,7 +92,7 @@ class SelfInstruct(LLMTask, Generator):
 
     def generate(self, seeds: pa.Table) -> Iterator[dict]:
         p = self.params
-        run = _Bootstrap(p, seeds, random.Random(digest("self_instruct", self.ctx.seed, _ids(seeds))))
+        run = _Bootstrap(p, seeds, random.Random(digest("self_instruct", self.ctx.seed, seed_ids(seeds))))
         version = digest(*(prompts.load(__file__, f) for f in PROMPT_FILES))[:12]
         base_seed = p.seed if p.seed is not None else self.ctx.seed
         for r in range(p.rounds):
@@ -377,7 +377,3 @@ def _instances_or_none(text: str) -> dict | None:
 def _labelled_or_none(text: str) -> dict | None:
     got = parse_labelled(text)
     return {"instances": got} if got else None
-
-
-def _ids(seeds: pa.Table) -> list[str]:
-    return seeds.column(S.ID).to_pylist() if seeds.num_rows else []
