@@ -157,7 +157,7 @@ def test_generate_keeps_new_tasks_only_and_names_parents():
     assert "from 9 on" in first
 
 
-def test_later_rounds_show_two_machine_tasks_and_rouge_bound_holds(shared_data):
+def test_later_rounds_show_two_machine_tasks_and_rouge_bound_holds():
     b = backend()
     op = SelfInstruct({"model": "m", "rounds": 2, "prompts_per_round": 1}, ctx=context(m=b))
     rows = list(op.generate(seeds_table()))
