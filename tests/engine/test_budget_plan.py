@@ -108,3 +108,21 @@ def test_plan_keeps_fixed_costs_fixed(tmp_path):
     generate, evaluate = p.steps
     assert generate.calls == 40 and generate.rows_in == 40
     assert evaluate.calls == 3 and evaluate.rows_in == 40
+
+
+def test_the_plan_command_prints_a_table_for_a_recipe_without_models(tmp_path):
+    from typer.testing import CliRunner
+
+    from dataflywheel.cli import app
+
+    write_jsonl(
+        tmp_path / "pool.jsonl", [{"instruction": f"question number {i}", "output": "x y"} for i in range(12)]
+    )
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: p\ninputs: [{path: pool.jsonl}]\nsteps:\n  - text_stats: {}\n  - head: {n: 5}\n"
+    )
+    out = CliRunner().invoke(app, ["plan", str(tmp_path / "r.yaml"), "--rows", "4"])
+    assert out.exit_code == 0, out.output
+    assert "plan: p (12 input rows, measured on 4)" in out.output
+    assert "01 text_stats" in out.output and "02 head" in out.output and "total" in out.output
+    assert "no budget in the recipe" in out.output
