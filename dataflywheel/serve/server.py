@@ -62,6 +62,25 @@ class ScoreRequest(BaseModel):
     response: str
 
 
+def _answer(
+    prefix: str, kind: str, model: str, choices: list, prompt_tokens: int, completion: int
+) -> Response:
+    """An OpenAI response body: id, object, model, choices and usage."""
+    body = {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        },
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
 def _text(content) -> str:
     if content is None:
         return ""
@@ -164,19 +183,7 @@ def create_app(
                 }
             )
         completion = sum(c.tokens for c in result.completions)
-        body = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": completion,
-                "total_tokens": result.prompt_tokens + completion,
-            },
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return _answer("chatcmpl", "chat.completion", name, choices, result.prompt_tokens, completion)
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):
@@ -202,19 +209,7 @@ def create_app(
         ]
         prompt_tokens = sum(r.prompt_tokens for r in results)
         completion = sum(c.tokens for r in results for c in r.completions)
-        body = {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion,
-                "total_tokens": prompt_tokens + completion,
-            },
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return _answer("cmpl", "text_completion", name, choices, prompt_tokens, completion)
 
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingRequest):
