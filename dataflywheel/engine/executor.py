@@ -90,7 +90,16 @@ class Executor:
         self._spent_before = {"cost": 0.0, "tokens": 0}
 
     # ------------------------------------------------------------------ the run
+    # Whether this executor sees every model call as it happens (a run budget needs that).
+    enforces_budget: bool = True
+
     def run(self, fresh: bool = False) -> RunResult:
+        budget = self.recipe.budget
+        if not self.enforces_budget and (budget.cost is not None or budget.tokens is not None):
+            raise FlywheelError(
+                f"a run budget is enforced by the local executor only; {type(self).__name__} runs model "
+                "calls in workers it does not meter: remove `budget` or run with --executor local"
+            )
         out = self.recipe.output_path(self.run_dir).resolve()
         for spec in self.recipe.inputs:  # checked before any work: an output never overwrites an input
             if Path(self.recipe.input_path(spec)).resolve() == out:

@@ -107,6 +107,8 @@ def _features_task(op: Op, cols: list[str], shard: str) -> pa.Table:
 class RayExecutor(Executor):
     """Runs a validated recipe on Ray; see the module docstring for what runs where."""
 
+    enforces_budget = False
+
     def __init__(
         self,
         *args: Any,

@@ -162,3 +162,14 @@ def test_every_shipped_recipe_runs_the_same_on_ray(shipped, shipped_runs, local_
         assert a.keys() == b.keys()
         for k in a:
             assert b[k]["nll"] == pytest.approx(a[k]["nll"], abs=1e-4), k
+
+
+def test_a_run_budget_is_refused_on_ray(tmp_path, local_ray):
+    (tmp_path / "pool.jsonl").write_text('{"instruction": "q", "output": "a"}\n')
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: b\ninputs: [{path: pool.jsonl}]\nbudget: {cost: 1.0}\nsteps:\n  - head: {n: 1}\n"
+    )
+    recipe, ops, problems = validate_file(tmp_path / "r.yaml")
+    assert not problems, problems
+    with pytest.raises(Exception, match="a run budget is enforced by the local executor only"):
+        RayExecutor(recipe, ops, tmp_path / "run", progress=False).run()
