@@ -65,33 +65,21 @@ class ScriptedBackend(Backend):
         return self.default
 
     def chat(self, conversations, sampling):
-        out = []
-        for conv in conversations:
-            self.calls.append(conv)
-            reply = self._reply(conv)
-            texts = [reply(conv) if callable(reply) else reply for _ in range(sampling.n)]
-            if any(t is None for t in texts):
-                out.append(ChatResult(error="scripted failure", retries=2))
-                continue
-            comps = [Completion(t, self.finish, len(t.split())) for t in texts]
-            out.append(ChatResult(comps, prompt_tokens=sum(len(m["content"].split()) for m in conv)))
-        return out
+        return [self._answer(c, sampling.n) for c in conversations]
 
     def complete(self, prompts, sampling):
-        """Raw-text continuations: the script sees the prompt as one message of role "text"; a callable
-        reply is called once per completion (so n completions can differ)."""
-        out = []
-        for prompt in prompts:
-            conv = [{"role": "text", "content": prompt}]
-            self.calls.append(conv)
-            reply = self._reply(conv)
-            texts = [reply(conv) if callable(reply) else reply for _ in range(sampling.n)]
-            if any(t is None for t in texts):
-                out.append(ChatResult(error="scripted failure", retries=2))
-                continue
-            comps = [Completion(t, self.finish, len(t.split())) for t in texts]
-            out.append(ChatResult(comps, prompt_tokens=len(prompt.split())))
-        return out
+        """Raw-text continuations: the script sees the prompt as one message of role "text"."""
+        return [self._answer([{"role": "text", "content": p}], sampling.n) for p in prompts]
+
+    def _answer(self, conv: list[dict], n: int) -> ChatResult:
+        """n completions from the script (a callable reply is called once per completion)."""
+        self.calls.append(conv)
+        reply = self._reply(conv)
+        texts = [reply(conv) if callable(reply) else reply for _ in range(n)]
+        if any(t is None for t in texts):
+            return ChatResult(error="scripted failure", retries=2)
+        comps = [Completion(t, self.finish, len(t.split())) for t in texts]
+        return ChatResult(comps, prompt_tokens=sum(len(m["content"].split()) for m in conv))
 
     def logprobs(self, conversations, responses):
         self.calls.extend(conversations)

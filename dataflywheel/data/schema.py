@@ -111,6 +111,11 @@ def conversation_text(messages: list[dict] | None, roles: tuple[str, ...] = ROLE
     return "\n\n".join(m["content"] for m in messages if m["role"] in roles)
 
 
+def prompt_text(messages: list[dict] | None) -> str:
+    """What a conversation asks, as one text: its turns before the final answer, system turns left out."""
+    return conversation_text(prompt_of(messages or []), tuple(r for r in ROLES if r != "system"))
+
+
 def last_turn(messages: list[dict], role: str) -> str | None:
     """The content of the last message with this role, or None."""
     for m in reversed(messages or []):

@@ -174,7 +174,8 @@ class HFBackend(Backend):
         pad = self.tokenizer.pad_token_id
         token_stops = [s for s in sampling.stop or [] if len(s) == 1]
         string_stops = [s for s in sampling.stop or [] if len(s) > 1]
-        eos = sorted(self._eos_ids() | self._tokens_containing(token_stops))
+        eos_ids, stop_ids = self._eos_ids(), self._tokens_containing(token_stops)
+        eos = sorted(eos_ids | stop_ids)
         for batch in self._generation_batches(ok, prompts, sampling):
             width = max(len(prompts[i]) for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -211,7 +212,9 @@ class HFBackend(Backend):
                 comps = []
                 for j in range(sampling.n):
                     k = row * sampling.n + j
-                    comps.append(self._completion(new[k], None if lps is None else lps[k], sampling))
+                    comps.append(
+                        self._completion(new[k], None if lps is None else lps[k], sampling, eos_ids, stop_ids)
+                    )
                 results[i] = ChatResult(comps, prompt_tokens=len(prompts[i]))
         return results
 
@@ -240,10 +243,12 @@ class HFBackend(Backend):
             out |= self._stop_ids[ch]
         return frozenset(out)
 
-    def _completion(self, tokens, lps, sampling: Sampling) -> Completion:
+    def _completion(
+        self, tokens, lps, sampling: Sampling, eos: set[int], stops: frozenset[int]
+    ) -> Completion:
+        """One generated sequence cut at its end: an end-of-turn token (dropped) or a token holding a
+        one-character stop string (kept; the text is cut at the string)."""
         ids = tokens.tolist()
-        eos = self._eos_ids()
-        stops = self._tokens_containing([s for s in sampling.stop or [] if len(s) == 1])
         n = len(ids)
         finish = "length"
         for pos, t in enumerate(ids):

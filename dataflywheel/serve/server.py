@@ -62,6 +62,19 @@ class ScoreRequest(BaseModel):
     response: str
 
 
+def _sampling(req: ChatRequest | CompletionRequest, max_tokens: int, logprobs: bool = False) -> Sampling:
+    """A request's sampling options (OpenAI's stop: one string or a list)."""
+    return Sampling(
+        temperature=req.temperature,
+        top_p=req.top_p,
+        n=req.n,
+        seed=req.seed,
+        max_tokens=max_tokens,
+        stop=[req.stop] if isinstance(req.stop, str) else req.stop,
+        logprobs=logprobs,
+    )
+
+
 def _answer(
     prefix: str, kind: str, model: str, choices: list, prompt_tokens: int, completion: int
 ) -> Response:
@@ -151,15 +164,8 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest):
         check(req.model, chat, CHAT)
-        sampling = Sampling(
-            temperature=req.temperature,
-            top_p=req.top_p,
-            n=req.n,
-            seed=req.seed,
-            max_tokens=req.max_completion_tokens or req.max_tokens or 256,
-            stop=[req.stop] if isinstance(req.stop, str) else req.stop,
-            logprobs=req.logprobs,
-        )
+        max_tokens = req.max_completion_tokens or req.max_tokens or 256
+        sampling = _sampling(req, max_tokens, logprobs=req.logprobs)
         conv = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
         result = await asyncio.wrap_future(batcher.submit(f"chat|{sampling.model_dump_json()}", conv))
         if result.error:
@@ -188,14 +194,7 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):
         check(req.model, chat, COMPLETE)
-        sampling = Sampling(
-            temperature=req.temperature,
-            top_p=req.top_p,
-            n=req.n,
-            seed=req.seed,
-            max_tokens=req.max_tokens,
-            stop=[req.stop] if isinstance(req.stop, str) else req.stop,
-        )
+        sampling = _sampling(req, req.max_tokens)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         key = f"complete|{sampling.model_dump_json()}"
         results = await asyncio.gather(*(asyncio.wrap_future(batcher.submit(key, p)) for p in prompts))

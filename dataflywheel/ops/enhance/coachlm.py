@@ -75,7 +75,7 @@ class CoachPairs(Mapper):
             batch.column(S.PROMPT).to_pylist(), batch.column(S.CHOSEN).to_pylist(),
             batch.column(S.REJECTED).to_pylist(), strict=True,
         ):  # fmt: skip
-            instruction = "\n\n".join(m["content"] for m in prompt if m["role"] != "system")
+            instruction = S.prompt_text(prompt)
             raw = pair_text(instruction, rejected[-1]["content"])
             revised = pair_text(instruction, chosen[-1]["content"])
             convs.append(
@@ -106,7 +106,7 @@ class CoachLM(LLMTask, Mapper):
         conv = row[S.MESSAGES] or []
         if not conv or conv[-1]["role"] != "assistant":
             return None
-        instruction = "\n\n".join(m["content"] for m in S.prompt_of(conv) if m["role"] != "system")
+        instruction = S.prompt_text(conv)
         return instruction, conv[-1]["content"]
 
     def prompt(self, row: dict) -> list[dict] | None:

@@ -109,7 +109,7 @@ class LLM2LLM(LLMTask, Generator):
         version = digest(*text.values())[:12]
         convs = []
         for _, conv, ref in wrong:
-            question = "\n\n".join(m["content"] for m in conv if m["role"] != "system")
+            question = S.prompt_text(conv)
             convs.append(
                 [
                     {"role": "system", "content": text["system"]},

@@ -43,7 +43,7 @@ class AlpaGasusScorer(LLMScorer):
         conv = row[S.MESSAGES]
         system = prompts.load(__file__, "alpagasus_system.txt").strip()
         template = prompts.load(__file__, f"alpagasus_{self.params.dimension}.txt")
-        instruction = "\n\n".join(m["content"] for m in S.prompt_of(conv) if m["role"] != "system")
+        instruction = S.prompt_text(conv)
         text = prompts.fill(template, instruction=instruction, response=S.last_turn(conv, "assistant") or "")
         return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 

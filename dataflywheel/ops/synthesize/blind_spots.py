@@ -84,7 +84,7 @@ class BlindSpots(LLMTask, Generator):
         if not failed:
             return
         # 2. clusters of failures
-        questions = ["\n\n".join(m["content"] for m in conv if m["role"] != "system") for _, conv in failed]
+        questions = [S.prompt_text(conv) for _, conv in failed]
         x = np.asarray(self.ctx.model(p.embedder).embed(questions), dtype=np.float32)
         seed = p.seed if p.seed is not None else self.ctx.seed
         labels, _ = kmeans(x, p.clusters, seed)

@@ -91,7 +91,7 @@ class Cascade(LLMTask, Mapper):
                     {
                         "role": "user",
                         "content": prompts.fill(
-                            template, question=_question(convs[i]), answer=drafts[i].values[0]["text"]
+                            template, question=S.prompt_text(convs[i]), answer=drafts[i].values[0]["text"]
                         ),
                     }
                 ]
@@ -128,10 +128,6 @@ class Cascade(LLMTask, Mapper):
         batch = S.put_column(batch, "cascade_source", pa.array(sources, pa.string()))
         batch = S.put_column(batch, "cascade_check", pa.array(checks, pa.float64()))
         return S.put_column(batch, "error_cascade", pa.array(errors, pa.string()))
-
-
-def _question(conv: list[dict]) -> str:
-    return "\n\n".join(m["content"] for m in conv if m["role"] != "system")
 
 
 def _rating(text: str) -> dict | None:

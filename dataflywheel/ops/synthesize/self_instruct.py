@@ -110,10 +110,10 @@ class SelfInstruct(LLMTask, Generator):
             ):
                 if reply.error is not None:
                     continue
-                for text, finish, got in zip(reply.texts, reply.finishes, reply.parsed, strict=True):
+                for finish, got in zip(reply.finishes, reply.parsed, strict=True):
                     if got is None:
                         continue
-                    items = parse_task_list(text)
+                    items = got["tasks"]
                     if finish == "length" and items:
                         items = items[:-1]  # the last task was cut off by the length limit
                         self.stats["instruction_dropped_truncated"] += 1
@@ -361,7 +361,8 @@ def _field_list(block: str) -> list[tuple[str, str]]:
 
 
 def _tasks_or_none(text: str) -> dict | None:
-    return {"tasks": True} if parse_task_list(text) else None
+    items = parse_task_list(text)
+    return {"tasks": items} if items else None
 
 
 def _yes_no(text: str) -> dict | None:
