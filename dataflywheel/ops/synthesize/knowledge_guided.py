@@ -13,7 +13,8 @@ Instead of letting the model write whatever it likes, cover knowledge on purpose
 A row is the question with the refined answer, and names its domain, topic, tag, style and difficulty
 (``kg_*`` columns), the first answer (``kg_draft``) and the last review (``kg_critique``). A review that
 does not have its three parts, a list with no items, or an empty question or answer is counted under
-its own name and makes nothing (no unreviewed answer is passed off as refined). The tree's coverage is
+its own name and makes nothing (no unreviewed answer is passed off as refined); ``keep_unrefined`` keeps
+such questions with their draft answer and a null ``kg_critique`` instead. The tree's coverage is
 in the step's stats: ``tree_tags`` (tags in the tree), ``tags_covered`` (tags with at least one row) and
 ``questions``; the ``kg_tag`` column gives questions per tag.
 """
@@ -74,6 +75,9 @@ class KnowledgeGuided(LLMTask, Generator):
             list(DIFFICULTIES), min_length=1, description="difficulties to draw from"
         )
         refine_rounds: int = Field(1, ge=1, description="review-and-rewrite rounds per answer")
+        keep_unrefined: bool = Field(
+            False, description="also keep a question whose review or rewrite failed, with its draft answer"
+        )
         temperature: float = Field(
             0.7, ge=0, description="sampling temperature of the tree and the questions"
         )
@@ -133,13 +137,20 @@ class KnowledgeGuided(LLMTask, Generator):
             convs = [self._fill("critique", question=i.question, answer=i.answer) for i in items]
             for item, reply in zip(items, self.ask_conversations(convs, _review, greedy), strict=True):
                 item.critique = reply.values[0]["text"] if reply.values else None
+            unrefined = [i for i in items if i.critique is None]
             items = self._keep(items, "critique", "critique_unread")
             convs = [
                 self._fill("refine", question=i.question, answer=i.answer, critique=i.critique) for i in items
             ]
             for item, reply in zip(items, self.ask_conversations(convs, text_reply, greedy), strict=True):
                 item.answer = reply.values[0]["text"] if reply.values else None
+            unrefined += [i for i in items if i.answer is None]
             items = self._keep(items, "answer", "refined_answer_missing")
+            if p.keep_unrefined:  # the draft stands, with no review: kg_critique stays null
+                for i in unrefined:
+                    i.answer, i.critique = i.draft, None
+                self.stats["kept_unrefined"] += len(unrefined)
+                items += unrefined
         covered = {(i.domain, i.topic, i.tag) for i in items}
         self.stats["tags_covered"] += len(covered)
         self.stats["questions"] += len(items)

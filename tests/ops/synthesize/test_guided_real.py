@@ -31,20 +31,25 @@ def answer(smollm2, question: str) -> str:
 
 @pytest.mark.slow
 def test_knowledge_guided_on_smollm2(smollm2):
+    # SmolLM2 rarely writes a review with all three parts within 32 tokens: keep_unrefined keeps those
+    # questions with their drafts, so the drafts can be checked against SmolLM2 asked directly
     op = KnowledgeGuided(
-        {"model": "m", "topics": 2, "tags": 2, "max_tokens": 32, "answer_max_tokens": 32, "seed": 1},
+        {"model": "m", "topics": 2, "tags": 2, "max_tokens": 32, "answer_max_tokens": 32, "seed": 1,
+         "keep_unrefined": True},
         ctx=ctx(smollm2),
-    )
+    )  # fmt: skip
     rows = list(op.generate(seeds(["Astronomy"])))
     st = op.stats
     assert st["tree_topics"] >= 1 and 1 <= st["tree_tags"] <= 4
-    lost = sum(
-        st[k] for k in ("question_missing", "answer_missing", "critique_unread", "refined_answer_missing")
-    )
-    assert st["questions"] == len(rows) and len(rows) + lost == st["tree_tags"]  # every tag accounted for
+    answered = st["tree_tags"] - st["question_missing"] - st["answer_missing"]
+    assert len(rows) == answered >= 1  # refined, or kept with the draft when the review failed
+    assert st["questions"] == len(rows)
+    assert st["kept_unrefined"] == st["critique_unread"] + st["refined_answer_missing"]
     for r in rows:
-        assert r["kg_domain"] == "Astronomy" and r["kg_tag"] and r["kg_critique"]
+        assert r["kg_domain"] == "Astronomy" and r["kg_tag"]
         assert r["kg_draft"] == answer(smollm2, r[S.MESSAGES][0]["content"])
+        if r["kg_critique"] is None:
+            assert r[S.MESSAGES][1]["content"] == r["kg_draft"]
 
 
 @pytest.mark.slow
@@ -110,3 +115,25 @@ def test_blind_spots_on_smollm2_and_minilm(smollm2, minilm, shared_data):
     assert len(made) + st["unverified"] + st["answer_missing"] + st["question_missing"] == asked
     for r in made:
         assert set(r[S.PARENTS]) <= {"g0", "g1", "g2", "g3"} and r["blindspot_cluster_size"] >= 1
+
+
+@pytest.mark.slow
+def test_hybrid_generate_on_smollm2(smollm2):
+    from dataflywheel.ops.synthesize.hybrid import HybridGenerate
+
+    questions = ["What is 3 + 4?", "Name a primary color.", "How many legs does a spider have?"]
+    for ratio, strategy, rows_made in ((1.0, "answer_augmentation", 3), (3.0, "question_rephrase", 4)):
+        op = HybridGenerate(
+            {"model": "m", "queries_per_seed": ratio, "max_tokens": 32, "seed": 4}, ctx=ctx(smollm2)
+        )
+        rows = list(op.generate(seeds(questions)))
+        st = op.stats
+        assert op.strategy == strategy and st["teacher_budget"] == int(ratio * 3)
+        # every teacher query is accounted for: answers made, or questions / answers that did not come
+        assert len(rows) + st["answer_missing"] + st["question_missing"] == rows_made
+        assert st["replies"] == st["teacher_queries"] <= st["teacher_budget"]
+        for r in rows:
+            assert r["hybrid_strategy"] == strategy and r[S.MESSAGES][1]["content"].strip()
+            if strategy == "answer_augmentation":  # the seed's own question, a new answer
+                assert r[S.MESSAGES][0]["content"] in questions
+                assert r[S.PARENTS] == [f"s{questions.index(r[S.MESSAGES][0]['content'])}"]

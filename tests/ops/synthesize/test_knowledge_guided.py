@@ -76,6 +76,16 @@ def test_an_unreadable_review_makes_no_row():
     assert op.stats["critique_unread"] == 1 and op.stats["tags_covered"] == 0 and op.stats["tree_tags"] == 1
 
 
+def test_keep_unrefined_keeps_the_draft_without_a_review():
+    op = KnowledgeGuided(
+        {"model": "m", "topics": 1, "tags": 2, "keep_unrefined": True}, ctx=context(m=model(review="Fine."))
+    )
+    rows = list(op.generate(seeds(["Astronomy"])))
+    assert len(rows) == 2 and op.stats["critique_unread"] == 2 == op.stats["kept_unrefined"]
+    assert op.stats["questions"] == 2
+    assert all(r["kg_critique"] is None and r[S.MESSAGES][1]["content"] == r["kg_draft"] for r in rows)
+
+
 def test_repeated_questions_on_one_tag_are_sampled_together():
     import itertools
 
