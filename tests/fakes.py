@@ -33,7 +33,7 @@ class ScriptedBackend(Backend):
     reply gets the conversation (once per completion). ``option_logprobs`` (a callable of the
     conversation) answers next-token questions; ``logprob`` the per-token log-probability of scored
     responses (a number, or a callable of the context and the response); ``finish`` is every
-    completion's finish reason."""
+    completion's finish reason; ``vector`` (a callable of the text) embeds, else a text's length."""
 
     capabilities = frozenset({CHAT, LOGPROBS, EMBED, COMPLETE})
     name = "scripted"
@@ -45,6 +45,7 @@ class ScriptedBackend(Backend):
         option_logprobs: Callable[[list[dict], list[str]], list[float]] | None = None,
         logprob: float | Callable[[list[dict], str], float] = -1.0,
         finish: str = "stop",
+        vector: Callable[[str], list[float]] | None = None,
     ):
         self.script = list(script or [])
         self.finish = finish
@@ -52,6 +53,7 @@ class ScriptedBackend(Backend):
         self._options = option_logprobs
         self.logprob = logprob
         self.calls: list[list[dict]] = []
+        self.vector = vector
 
     @property
     def fingerprint(self) -> str:
@@ -65,20 +67,27 @@ class ScriptedBackend(Backend):
         return self.default
 
     def chat(self, conversations, sampling):
-        return [self._answer(c, sampling.n) for c in conversations]
+        return [self._answer(c, sampling.n, sampling.logprobs) for c in conversations]
 
     def complete(self, prompts, sampling):
         """Raw-text continuations: the script sees the prompt as one message of role "text"."""
-        return [self._answer([{"role": "text", "content": p}], sampling.n) for p in prompts]
+        return [
+            self._answer([{"role": "text", "content": p}], sampling.n, sampling.logprobs) for p in prompts
+        ]
 
-    def _answer(self, conv: list[dict], n: int) -> ChatResult:
-        """n completions from the script (a callable reply is called once per completion)."""
+    def _answer(self, conv: list[dict], n: int, logprobs: bool = False) -> ChatResult:
+        """n completions from the script (a callable reply is called once per completion); with
+        ``logprobs``, one log-probability per word from ``logprob``."""
         self.calls.append(conv)
         reply = self._reply(conv)
         texts = [reply(conv) if callable(reply) else reply for _ in range(n)]
         if any(t is None for t in texts):
             return ChatResult(error="scripted failure", retries=2)
         comps = [Completion(t, self.finish, len(t.split())) for t in texts]
+        if logprobs:
+            for c in comps:
+                lp = self.logprob(conv, c.text) if callable(self.logprob) else self.logprob
+                c.logprobs = [lp] * max(1, c.tokens)
         return ChatResult(comps, prompt_tokens=sum(len(m["content"].split()) for m in conv))
 
     def logprobs(self, conversations, responses):
@@ -96,6 +105,8 @@ class ScriptedBackend(Backend):
         return [list(self._options(c, options)) for c in conversations]
 
     def embed(self, texts, **kwargs):
+        if self.vector is not None:
+            return np.asarray([self.vector(t) for t in texts], dtype=np.float32)
         return np.stack([np.full(4, float(len(t)), dtype=np.float32) for t in texts])
 
 

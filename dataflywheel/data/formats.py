@@ -2,7 +2,8 @@
 
 Supported formats (``FORMATS``): ``messages`` (OpenAI chat), ``sharegpt``, ``alpaca``, ``alpaca_eval``
 (AlpacaEval model outputs), ``pairwise`` (AlpacaEval annotations: two outputs and a preference),
-``instructions`` (prompt-only seed sets), ``prompt_completion`` and
+``instructions`` (prompt-only seed sets), ``multiple_choice`` (MMLU / ARC layouts: a question, its options
+and the correct one), ``prompt_completion`` and
 ``preference`` (``prompt``/``chosen``/``rejected``, conversational or plain strings, explicit or implicit
 prompt, including HH-RLHF transcripts).
 
@@ -247,8 +248,64 @@ def _from_pairwise(row: _Row) -> dict:
     }
 
 
+LETTERS = "ABCDEFGHIJ"
+MC_ANSWER = "Answer: {letter}"  # the assistant turn of a multiple-choice row (RobustFT's answer line)
+
+
+def mc_question(question: str, options: list[str]) -> str:
+    """A multiple-choice question as the user asks it: the question, then one lettered option a line."""
+    return question.strip() + "\n\n" + "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+
+
+def _from_multiple_choice(row: _Row) -> dict:
+    """MMLU (``choices`` a list, ``answer`` its index or letter) or ARC (``choices`` {text, label},
+    ``answerKey``) -> the lettered question, answered "Answer: <letter>"; the letter is kept in
+    ``answer`` so ops and evaluators can read it (``answer_field: answer``)."""
+    question = row.text("question", nonempty=True)
+    choices = row.get("choices")
+    if isinstance(choices, dict):
+        options, labels = choices.get("text"), choices.get("label")
+    else:
+        options, labels = choices, None
+    if not (
+        isinstance(options, list)
+        and 2 <= len(options) <= len(LETTERS)
+        and all(isinstance(o, str | int | float) and not isinstance(o, bool) for o in options)
+    ):
+        raise row.fail("choices", "wrong type", f"a list of 2 to {len(LETTERS)} option texts", choices)
+    options = [str(o) for o in options]
+    field = "answerKey" if row.has("answerKey") else "answer"
+    given = row.get(field)
+    letters = LETTERS[: len(options)]
+    if isinstance(given, int) and not isinstance(given, bool) and 0 <= given < len(options):
+        letter = letters[given]
+    elif isinstance(given, str) and given.strip().isdigit() and labels is None:
+        if not 0 <= int(given) < len(options):
+            raise row.fail(field, "out of range", f"an option index 0..{len(options) - 1}", given)
+        letter = letters[int(given)]
+    elif isinstance(given, str) and labels is not None and given.strip() in [str(x) for x in labels]:
+        letter = letters[[str(x) for x in labels].index(given.strip())]
+    elif isinstance(given, str) and given.strip().upper() in letters and len(given.strip()) == 1:
+        letter = given.strip().upper()
+    else:
+        raise row.fail(
+            field, "not an option", f"an option index 0..{len(options) - 1} or letter {letters}", given
+        )
+    row.used.add("answer")
+    return {
+        S.MESSAGES: [
+            {"role": "user", "content": mc_question(question, options)},
+            {"role": "assistant", "content": MC_ANSWER.format(letter=letter)},
+        ],
+        "answer": letter,
+    }
+
+
 def _to_unwritable(row: dict) -> dict:
-    raise DataError("pairwise annotations are read only: write the rows as preference")
+    raise DataError(
+        "pairwise annotations and multiple-choice sets are read only: write the rows as preference or "
+        "messages"
+    )
 
 
 # ----------------------------------------------------------------------------- writers (canonical -> raw)
@@ -385,6 +442,14 @@ FORMATS: dict[str, Format] = {
             _from_pairwise,
             _to_unwritable,
             "AlpacaEval annotations: instruction, output_1, output_2, preference (1 or 2) -> preference rows",
+        ),
+        Format(
+            "multiple_choice",
+            ("question", "choices"),
+            _from_multiple_choice,
+            _to_unwritable,
+            "multiple choice (MMLU, ARC): question, choices, answer (index or letter) or answerKey "
+            "-> a lettered question answered 'Answer: <letter>', the letter kept in `answer`",
         ),
         Format(
             "alpaca_eval",

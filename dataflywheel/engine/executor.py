@@ -392,10 +392,11 @@ class Executor:
                 drops = None
                 if gone.any():
                     where = np.flatnonzero(gone)
+                    gone_rows = with_columns(table.take(dropped[gone] - lo), sel.dropped_columns.filter(gone))
                     drops = drop_rows(
                         step,
                         op.name,
-                        table.take(dropped[gone] - lo).to_pylist(),
+                        gone_rows.to_pylist(),
                         [sel.reasons[i] for i in where],
                         [sel.details[i] for i in where],
                     )
@@ -412,7 +413,8 @@ class Executor:
                 continue
             drops = None
             if k == 0 and len(dropped):
-                drops = drop_rows(step, op.name, full.take(dropped).to_pylist(), sel.reasons, sel.details)
+                gone_rows = with_columns(full.take(dropped), sel.dropped_columns)
+                drops = drop_rows(step, op.name, gone_rows.to_pylist(), sel.reasons, sel.details)
             part = slice(k * size, (k + 1) * size)
             out = with_columns(full.take(indices[part]), sel.columns.slice(part.start, size))
             store.write_shard(k, out, drops)
@@ -431,6 +433,7 @@ class Executor:
                 d.column("reason").to_pylist(),
                 d.column("detail").to_pylist(),
                 orjson.loads(stats_path.read_bytes()),
+                d.drop_columns(["index", "reason", "detail"]),
             )
         cols = list(dict.fromkeys([S.ID, *op.view_columns()]))
         view = self.view(op, inputs, cols) if inputs else pa.table({S.ID: []})
@@ -448,15 +451,20 @@ class Executor:
         else:
             reasons = [selection.reason.get(int(i), "not selected") for i in dropped]
         details = [(selection.details or {}).get(int(i)) for i in dropped]
-        extra = {}
+        extra, gone = {}, {}
         for name, values in (selection.columns or {}).items():
             arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
             if len(arr) != n:
                 raise FlywheelError(
                     f"step {op.ctx.step} ({op.name}): column '{name}' has {len(arr)} values for {n} rows"
                 )
+            if name in ("index", "reason", "detail"):
+                raise FlywheelError(
+                    f"step {op.ctx.step} ({op.name}): '{name}' is not a column a selector may write"
+                )
             extra[name] = arr.take(pa.array(indices))
-        columns = pa.table(extra) if extra else pa.table({"_": pa.nulls(len(indices))}).drop_columns(["_"])
+            gone[name] = arr.take(pa.array(dropped))  # the drop log shows what the selector saw
+        columns = pa.table(extra) if extra else _no_columns(len(indices))
         write_table(
             dropped_path,
             pa.table(
@@ -464,13 +472,22 @@ class Executor:
                     "index": pa.array(dropped, pa.int64()),
                     "reason": pa.array(reasons, pa.string()),
                     "detail": pa.array(details, pa.string()),
+                    **gone,
                 }
             ),
         )
         write_table(kept_path, columns.add_column(0, "index", pa.array(indices, pa.int64())))
         store_stats = dict(selection.stats)
         atomic_write_json(stats_path, store_stats)
-        return _Saved(indices, columns, dropped, reasons, details, store_stats)
+        return _Saved(
+            indices,
+            columns,
+            dropped,
+            reasons,
+            details,
+            store_stats,
+            pa.table(gone) if gone else _no_columns(len(dropped)),
+        )
 
     def _train(self, op: Trainer, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         """Train once (a finished checkpoint is never trained again), then pass the rows through."""
@@ -555,6 +572,11 @@ def give_empty_shards_the_schema(store: StepStore) -> None:
         write_table(p, schema.empty_table())
 
 
+def _no_columns(rows: int) -> pa.Table:
+    """A table of ``rows`` rows and no columns (what a selector that writes none annotates)."""
+    return pa.table({"_": pa.nulls(rows)}).drop_columns(["_"])
+
+
 @dataclass
 class _Saved:
     indices: np.ndarray  # kept positions, in output order
@@ -563,3 +585,4 @@ class _Saved:
     reasons: list[str]
     details: list[str | None]
     stats: dict
+    dropped_columns: pa.Table  # the selector-written columns of the dropped rows, aligned with dropped

@@ -71,3 +71,16 @@ def choice_letter(text: str | None, letters: str = "ABCD", options: list[str] | 
         if m.group(1) in letters:
             return m.group(1)
     return None
+
+
+ANSWER_LINE = re.compile(r"\banswer\s*(?:is)?\s*[:=]?\s*\(?((?-i:[A-J]))\)?(?![\w'])", re.IGNORECASE)
+
+
+def final_choice(text: str | None, letters: str = "ABCD") -> str | None:
+    """The letter a reasoned reply ends on: its last "Answer: X" (or "answer is X"), else
+    ``choice_letter``'s reading. Reasoning names options on the way ("A is wrong"); the conclusion
+    comes last."""
+    if not text:
+        return None
+    found = [m.group(1) for m in ANSWER_LINE.finditer(text) if m.group(1) in letters]
+    return found[-1] if found else choice_letter(text, letters)

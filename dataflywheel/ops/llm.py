@@ -49,6 +49,14 @@ class Reply:
     parsed: list[dict | None] = field(default_factory=list)
     error: str | None = None  # the request failed after its retries
     finishes: list[str] = field(default_factory=list)  # each completion's finish reason (stop, length)
+    # each completion's token log-probabilities, when the sampling asked for them (``logprobs=True``)
+    logprobs: list[list[float] | None] = field(default_factory=list)
+
+    def mean_nll(self, i: int = 0) -> float | None:
+        """Completion i's mean negative log-probability per token (RobustFT's response "entropy"), or
+        None when the backend returned no log-probabilities for it."""
+        lps = self.logprobs[i] if i < len(self.logprobs) else None
+        return -sum(lps) / len(lps) if lps else None
 
     @property
     def values(self) -> list[dict]:
@@ -131,7 +139,12 @@ class LLMTask:
                         out[i] = Reply(error=reply.error)
                     else:
                         k = min(j, len(reply.texts) - 1)
-                        out[i] = Reply([reply.texts[k]], [reply.parsed[k]], finishes=[reply.finishes[k]])
+                        out[i] = Reply(
+                            [reply.texts[k]],
+                            [reply.parsed[k]],
+                            finishes=[reply.finishes[k]],
+                            logprobs=reply.logprobs[k : k + 1],
+                        )
         return out
 
     def ask_texts(self, prompts: list[str], parse, sampling: Sampling | None = None) -> list[Reply]:
@@ -154,7 +167,14 @@ class LLMTask:
             parsed = [read(t) if t and t.strip() else None for t in texts]
             self.stats["replies"] += len(texts)
             self.stats["unparsed"] += sum(p is None for p in parsed)
-            out.append(Reply(texts, parsed, finishes=[c.finish_reason for c in res.completions]))
+            out.append(
+                Reply(
+                    texts,
+                    parsed,
+                    finishes=[c.finish_reason for c in res.completions],
+                    logprobs=[c.logprobs for c in res.completions],
+                )
+            )
         return out
 
     def ask_options(self, rows: list[dict], options: list[str]) -> list[list[list[float]]]:

@@ -49,6 +49,8 @@ REGISTRY: dict[str, str] = {
     "coach_pairs": "dataflywheel.ops.enhance.coachlm:CoachPairs",
     "coachlm": "dataflywheel.ops.enhance.coachlm:CoachLM",
     "llm2llm": "dataflywheel.ops.enhance.llm2llm:LLM2LLM",
+    "robustft_detect": "dataflywheel.ops.enhance.robustft:RobustFTDetect",
+    "robustft_relabel": "dataflywheel.ops.enhance.robustft:RobustFTRelabel",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
     "alice": "dataflywheel.ops.synthesize.alice:Alice",
