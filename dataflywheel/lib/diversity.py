@@ -100,3 +100,18 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, iters: int = 20) -> tu
     km.train(x, init_centroids=kmeanspp(x, n_clusters, seed))
     _, labels = km.index.search(x, 1)
     return labels.ravel().astype(np.int64), km.centroids
+
+
+def nearest(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Positions in ``base`` of each query's k most cosine-similar rows, most similar first (faiss exact
+    inner product over unit vectors); k is cut to the rows there are."""
+    import faiss
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(unit(base))
+    _, found = index.search(unit(queries), min(k, len(base)))
+    return found

@@ -61,3 +61,21 @@ def expected_score(logprobs: list[float], values: list[float]) -> float | None:
         return None
     p = np.exp(lp - lp.max())
     return float(np.dot(p / p.sum(), np.asarray(values, dtype=np.float64)))
+
+
+OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
+
+
+def json_object(text: str | None) -> dict | None:
+    """The first flat JSON object in a reply that parses (models wrap JSON in prose and code fences), or
+    None."""
+    import json
+
+    for m in OBJECT.finditer(text or ""):
+        try:
+            got = json.loads(m.group(0))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(got, dict):
+            return got
+    return None

@@ -51,6 +51,10 @@ REGISTRY: dict[str, str] = {
     "llm2llm": "dataflywheel.ops.enhance.llm2llm:LLM2LLM",
     "robustft_detect": "dataflywheel.ops.enhance.robustft:RobustFTDetect",
     "robustft_relabel": "dataflywheel.ops.enhance.robustft:RobustFTRelabel",
+    "group_conditioned": "dataflywheel.ops.enhance.rebalance:GroupConditioned",
+    "oversample": "dataflywheel.ops.enhance.rebalance:Oversample",
+    "llmaaa": "dataflywheel.ops.enhance.llmaaa:LLMaAA",
+    "toxicraft": "dataflywheel.ops.enhance.toxicraft:ToxiCraft",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
     "alice": "dataflywheel.ops.synthesize.alice:Alice",

@@ -36,6 +36,7 @@ from dataflywheel.data import schema as S
 from dataflywheel.data.formats import MC_ANSWER
 from dataflywheel.errors import FlywheelError
 from dataflywheel.evaluate.tasks import choice_letter, final_choice
+from dataflywheel.lib.diversity import nearest
 from dataflywheel.models.base import CHAT, EMBED
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import ModelRef, Scorer, Selection, Selector
@@ -168,21 +169,6 @@ def review_prompt(question: str, reasoning: str | None, reasoned: str | None, co
     )
 
 
-def nearest_clean(clean: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Positions in ``clean`` of each query's k most cosine-similar rows (faiss inner product on unit
-    vectors), most similar first."""
-    import faiss
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    index = faiss.IndexFlatIP(clean.shape[1])
-    index.add(unit(clean))
-    _, found = index.search(unit(queries), min(k, len(clean)))
-    return found
-
-
 class RobustFTRelabel(LLMTask, Selector):
     """RobustFT relabeling: context-enhanced answers from the k nearest clean rows, a review, and the
     relabeled rows below the median entropy kept."""
@@ -235,7 +221,7 @@ class RobustFTRelabel(LLMTask, Selector):
         if noisy:
             questions = [_question(r) for r in rows]
             vecs = np.asarray(self.ctx.model(p.embedder).embed([questions[i] for i in clean + noisy]))
-            near = nearest_clean(vecs[: len(clean)], vecs[len(clean) :], p.k)
+            near = nearest(vecs[: len(clean)], vecs[len(clean) :], p.k)
             convs = [
                 _ask(
                     context_prompt(questions[i], [(questions[clean[j]], rows[clean[j]][LABEL]) for j in hits])

@@ -3,7 +3,6 @@ difficulty or task category, for filtering generated data by thresholds on them.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Literal
 
@@ -13,6 +12,7 @@ from pydantic import Field
 from dataflywheel.data import schema as S
 from dataflywheel.ops import prompts
 from dataflywheel.ops.llm import LLMParams, LLMScorer
+from dataflywheel.ops.parsing import OBJECT, json_object
 
 LABELS: dict[str, tuple[str, tuple[str, ...]]] = {
     # tag -> (the JSON field the grader answers in, its labels in increasing order)
@@ -27,7 +27,6 @@ LABELS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }  # fmt: skip
 PROMPT = {"input_quality": "quality", "difficulty": "difficulty", "task_category": "category"}
-_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
 
 
 class MagpieTag(LLMScorer):
@@ -77,12 +76,9 @@ def read_label(reply: str, tag: str) -> str | None:
     else a quoted ``"field": "label"`` pair; None unless it is one of the tag's labels."""
     field, labels = LABELS[tag]
     value = None
-    for m in _OBJECT.finditer(reply):
-        try:
-            got = json.loads(m.group(0))
-        except json.JSONDecodeError:
-            continue
-        if isinstance(got, dict) and isinstance(got.get(field), str):
+    for m in OBJECT.finditer(reply):
+        got = json_object(m.group(0))
+        if got is not None and isinstance(got.get(field), str):
             value = got[field]
             break
     if value is None:
