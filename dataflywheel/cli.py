@@ -442,14 +442,30 @@ def serve(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto"),
     dtype: str = typer.Option("auto", help="float32, bfloat16, float16 or auto"),
     max_batch: int = typer.Option(16, help="requests run together at most"),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="allow serving beyond this machine without an API key"
+    ),
 ) -> None:
     """Serve a local model through an OpenAI-compatible API (chat completions, embeddings, models)."""
+    import ipaddress
+
     import uvicorn
 
     from dataflywheel.models.client import build_backend
     from dataflywheel.recipe.models import ModelSpec
     from dataflywheel.serve.server import create_app
 
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a host name other than localhost may resolve to anything
+    if not loopback and not api_key and not insecure:
+        _fail(
+            FlywheelError(
+                f"refusing to serve on {host} without an API key: anyone who can reach it could use the "
+                "model. Set FLYWHEEL_API_KEY (or --api-key), or pass --insecure to serve it open."
+            )
+        )
     try:
         main_backend = build_backend(
             ModelSpec(backend=backend, model=model, device=device, dtype=dtype, batch_size=max_batch)

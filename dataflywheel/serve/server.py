@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,7 +21,7 @@ from dataflywheel.serve.batcher import Batcher
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = ""
 
 
@@ -94,6 +95,18 @@ def _answer(
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+def _error(status: int, message: str, kind: str, param: str | None = None, headers=None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param or None, "code": None}}
+    return JSONResponse(body, status, headers=headers)
+
+
+def _conversation(messages: list[Message]) -> list[dict]:
+    """OpenAI messages as the backends take them ("developer" is the newer name of "system")."""
+    return [
+        {"role": "system" if m.role == "developer" else m.role, "content": _text(m.content)} for m in messages
+    ]
+
+
 def _text(content) -> str:
     if content is None:
         return ""
@@ -129,11 +142,25 @@ def create_app(
 
     batcher = Batcher(run, max_batch=max_batch)
 
+    # Errors in OpenAI's shape, so clients (the openai package, LangChain) show the message.
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(
+            exc.status_code, "invalid_request_error"
+        )
+        return _error(exc.status_code, str(exc.detail), kind, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return _error(400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error", where)
+
     @app.middleware("http")
     async def auth(request: Request, call_next):
         authorized = request.headers.get("authorization") == f"Bearer {api_key}"
         if api_key and request.url.path.startswith("/v1") and not authorized:
-            return JSONResponse({"error": {"message": "invalid or missing API key", "type": "auth"}}, 401)
+            return _error(401, "invalid or missing API key", "authentication_error")
         return await call_next(request)
 
     def check(model: str | None, backend: Backend | None, capability: str) -> None:
@@ -166,7 +193,7 @@ def create_app(
         check(req.model, chat, CHAT)
         max_tokens = req.max_completion_tokens or req.max_tokens or 256
         sampling = _sampling(req, max_tokens, logprobs=req.logprobs)
-        conv = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
+        conv = _conversation(req.messages)
         result = await asyncio.wrap_future(batcher.submit(f"chat|{sampling.model_dump_json()}", conv))
         if result.error:
             raise HTTPException(400, result.error)
@@ -233,7 +260,7 @@ def create_app(
     @app.post("/v1/score")
     async def score(req: ScoreRequest):
         check(req.model, chat, LOGPROBS)
-        conv = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
+        conv = _conversation(req.messages)
         result = await asyncio.wrap_future(batcher.submit("score|", (conv, req.response)))
         return {"logprobs": result.logprobs, "error": result.error}
 
