@@ -206,8 +206,16 @@ class HFBackend(Backend):
             new = out.sequences[:, width:].cpu()
             lps = None
             if sampling.logprobs:
-                logits = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (rows*n, new, vocab)
-                lps = logits.gather(-1, new.unsqueeze(-1).to(logits.device)).squeeze(-1).cpu()
+                # step by step: stacking every step's (rows, vocab) logits first would hold several
+                # copies of a (rows, new tokens, vocab) tensor (gigabytes for 32 rows x 128 tokens)
+                chosen = new.to(out.logits[0].device)
+                lps = torch.stack(
+                    [
+                        step.float().log_softmax(-1).gather(-1, chosen[:, t : t + 1]).squeeze(-1)
+                        for t, step in enumerate(out.logits)
+                    ],
+                    dim=1,
+                ).cpu()
             for row, i in enumerate(batch):
                 comps = []
                 for j in range(sampling.n):

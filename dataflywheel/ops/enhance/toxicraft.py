@@ -9,7 +9,8 @@ harmful-content detector.
 2. Recombination: each new post's attributes are drawn one by one from different seeds of the label
    it will carry, so combinations no seed has appear.
 3. Seed-guided synthesis: the model writes a post with the label and the attributes, shown
-   ``examples`` seeds of the label for reference (``temperature`` 1.0).
+   ``examples`` seeds of the label for reference (``temperature`` 1.0); the post is the reply's first
+   line, and one cut off at ``max_tokens`` is dropped.
 4. Validation: the model labels the new post and says whether it is realistic; a post whose label is
    not the one asked for, that is not called realistic, or that repeats a seed or an earlier post is
    dropped and counted by reason (``check: false`` skips it, for a comparison).
@@ -46,6 +47,11 @@ def _prompt(name: str) -> str:
     return prompts.load(__file__, f"toxicraft_{name}.txt")
 
 
+def attributes_prompt(text: str, keys: list[str]) -> str:
+    skeleton = json.dumps({k: "..." for k in keys})
+    return prompts.fill(_prompt("attributes"), keys=", ".join(keys), text=text, skeleton=skeleton)
+
+
 def parse_attributes(text: str, keys: list[str]) -> dict | None:
     """The attribute object of a reply: every key present with a short non-empty string value."""
     got = json_object(text)
@@ -56,7 +62,7 @@ def parse_attributes(text: str, keys: list[str]) -> dict | None:
         v = got.get(k)
         if isinstance(v, list):
             v = ", ".join(str(x) for x in v)
-        if not isinstance(v, str | int | float) or isinstance(v, bool) or not str(v).strip():
+        if not isinstance(v, str | int | float) or isinstance(v, bool) or str(v).strip() in ("", "..."):
             return None
         out[k] = str(v).strip()[:200]
     return out
@@ -118,7 +124,7 @@ class ToxiCraft(LLMTask, Generator):
         # 1. attributes of every seed (greedy: a description, not a sample)
         keys = list(p.attributes)
         replies = self.ask_conversations(
-            [_user(prompts.fill(_prompt("attributes"), keys=", ".join(keys), text=t)) for _, t, _ in rows],
+            [_user(attributes_prompt(t, keys)) for _, t, _ in rows],
             lambda t: parse_attributes(t, keys),
             Sampling(temperature=0.0, max_tokens=max(64, 24 * len(keys))),
         )
@@ -151,7 +157,10 @@ class ToxiCraft(LLMTask, Generator):
                     )
                     for attrs, _, shown in plans
                 ]
-                posts = self.sample_each(convs, parse_example, self.sampling())
+                # a post is one paragraph: its first line (an early stop, as Magpie's instructions)
+                posts = self.sample_each(
+                    convs, parse_example, self.sampling().model_copy(update={"stop": ["\n"]})
+                )
                 fresh = []
                 for plan, reply in zip(plans, posts, strict=True):
                     if not reply.values:

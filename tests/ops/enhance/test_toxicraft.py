@@ -30,15 +30,15 @@ def model(check=lambda post: {"label": post.split(":")[0], "realistic": "yes"}):
 
     def reply(conv):
         text = conv[-1]["content"]
-        if text.startswith("Describe the text"):
-            post = text.split("Text:\n")[1].split("\n\n")[0]
+        if text.startswith("Describe the post"):
+            post = text.split("Post: ")[1].split("\n\n")[0]
             if post == "unreadable seed":
                 return "I would rather not."
             return json.dumps({"category": f"cat of {post.split()[0]}", "tone": f"tone of {post.split()[0]}"})
         if text.startswith("You help build"):
             label = text.split('label "')[1].split('"')[0]
             return f"{label}: [PLACEHOLDER POST {next(written)}]"
-        post = text.split("Post:\n")[1].split("\n\n")[0]
+        post = text.split("Post: ")[1].split("\n\n")[0]
         return json.dumps(check(post))
 
     return ScriptedBackend(default=reply)
