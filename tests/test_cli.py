@@ -141,6 +141,7 @@ def test_ops_catalog_lists_and_describes():
     assert listing.exit_code == 0 and "filter" in listing.output and "mix" in listing.output
     one = runner.invoke(app, ["ops", "filter"])
     assert one.exit_code == 0 and "keep_missing" in one.output and "required" in one.output
+    assert "reads: <column>" in one.output  # a required column's placeholder is shown, not eaten as HTML
     bad = runner.invoke(app, ["ops", "fliter"])
     assert bad.exit_code == 1 and "did you mean 'filter'" in bad.output
 

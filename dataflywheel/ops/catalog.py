@@ -90,6 +90,8 @@ def describe(name: str) -> Group:
         params.add_row(*(escape(str(c)) for c in row))
     io_line = f"**kind:** {e['kind']}"
     if e["reads"] or e["writes"]:
-        io_line += f"  **reads:** {', '.join(e['reads']) or '-'}  **writes:** {', '.join(e['writes']) or '-'}"
+        # code spans: Markdown would take a "<column>" placeholder for an HTML tag and drop it
+        reads, writes = (", ".join(f"`{c}`" for c in e[k]) or "-" for k in ("reads", "writes"))
+        io_line += f"  **reads:** {reads}  **writes:** {writes}"
         io_line += "  (with the default parameters; `<name>` is a required one)"
     return Group(Markdown(f"# {name}\n\n{e['doc']}\n\n{io_line}"), params)
