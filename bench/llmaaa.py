@@ -3,7 +3,8 @@ LLM teacher's own few-shot prompting, by acquisition strategy, with and without 
 
 Task: the subject of an MMLU question among astronomy, biology (high school), US history (high school) and
 law (professional). Gold demonstrations: 5 questions per subject. Pool: 200 unlabelled questions. Test: 160
-other questions (40 per subject). Annotation budget: --init rows, then --rounds x --per-round; the
+other questions (40 per subject), in the same input but held out (`holdout`): never annotated, labelled by
+the student. Annotation budget: --init rows, then --rounds x --per-round; the
 annotator is SmolLM2 with the 5 nearest gold rows as demonstrations. Reported: the student's (a softmax
 head over MiniLM embeddings) test accuracy, the accuracy of the LLM's labels on the rows it annotated,
 and the teacher's accuracy when it labels the test questions itself with the same prompt.
@@ -101,7 +102,7 @@ def main() -> None:
                 steps:
                   - llmaaa: {{model: lm, embedder: emb, column: tag_subject, task: '{TASK}', labels: {labels},
                              init: {args.init}, per_round: {args.per_round}, rounds: {args.rounds},
-                             strategy: {strategy}, reweight: {str(reweight).lower()}}}
+                             strategy: {strategy}, reweight: {str(reweight).lower()}, holdout: holdout}}
                 output: {{path: {name}.jsonl}}
             """,
             )
@@ -120,33 +121,32 @@ def main() -> None:
                  "zero_weight_wrong_share": round(float(zero_wrong), 4), "seconds": round(seconds, 1)}
             )  # fmt: skip
             print(results[-1], flush=True)
-        # the student on the test rows no configuration annotated (the same rows for every one)
-        first = predictions[results[0]["name"]]
-        unpicked = [
-            t for t in first if all(predictions[r["name"]][t].get("llmaaa_round") is None for r in results)
-        ]
-        for r in results:
-            rows = [predictions[r["name"]][t] for t in unpicked]
+        for r in results:  # the student on the held-out test rows (never annotated)
+            rows = list(predictions[r["name"]].values())
+            assert all(x.get("llmaaa_round") is None for x in rows)
             r["student_accuracy"] = round(
                 float(np.mean([x["llmaaa_predicted"] == x["true_label"] for x in rows])), 4
             )
             r["test_rows"] = len(rows)
         # the teacher labelling the same test questions itself, same prompt and retrieved demonstrations
-        keep = {int(t[1:]) for t in unpicked}
-        teacher = teacher_accuracy(
-            sets["gold"], [r for i, r in enumerate(sets["test"]) if i in keep], labels, args.model
-        )
-    print(f"teacher few-shot accuracy on the test questions: {teacher:.4f}")
+        teacher, unparsed = teacher_accuracy(sets["gold"], sets["test"], labels, args.model)
+    print(
+        f"teacher few-shot accuracy on the test questions: {teacher:.4f} ({unparsed} replies named no label)"
+    )
     print(f"{'strategy':>10} {'reweight':>8} {'student acc':>11} {'LLM label acc':>13} zero-w (wrong share)")
     for r in results:
         print(f"{r['strategy']:>10} {r['reweight']!s:>8} {r['student_accuracy']:>11.3f} "
               f"{r['llm_label_accuracy']:>13.3f} {r['zero_weight']:>8} "
               f"({r['zero_weight_wrong_share']:.2f})")  # fmt: skip
-    print(json.dumps({"teacher_accuracy": round(teacher, 4), "results": results}))
+    print(
+        json.dumps({"teacher_accuracy": round(teacher, 4), "teacher_unparsed": unparsed, "results": results})
+    )
     print(f"{time.perf_counter() - start:.0f} s, peak RSS {peak_rss_mib():.0f} MiB")
 
 
-def teacher_accuracy(gold_rows: list[dict], test: list[dict], labels: list[str], spec: str) -> float:
+def teacher_accuracy(
+    gold_rows: list[dict], test: list[dict], labels: list[str], spec: str
+) -> tuple[float, int]:
     import yaml
 
     from dataflywheel.lib.diversity import nearest

@@ -15,6 +15,7 @@ demonstrations, rows without it the unlabelled pool. The loop:
    ``least_confidence``, ``kmeans``: the row nearest each of ``per_round`` centroids of the rest of the
    pool, or ``random``), annotated, and the model retrained, ``rounds`` times.
 
+Rows whose ``holdout`` column is true are never annotated: the student's predictions on them measure it.
 Every row passes through. Annotated rows get the model's label in ``column``, the round they were
 acquired in ``llmaaa_round`` and their weight in ``score_llmaaa_weight`` (the final model's reweighting
 of all annotated rows as one batch, scaled so that uniform weights are 1). Every row gets the task
@@ -111,11 +112,14 @@ class LLMaAA(LLMTask, Selector):
         lr: float = Field(0.5, gt=0, description="task-model SGD learning rate (and the virtual step's)")
         batch_size: int = Field(16, ge=1, description="task-model batch size")
         max_tokens: int = Field(16, ge=1, description="tokens per annotation at most")
+        holdout: str | None = Field(
+            None, description="column marking rows never to annotate (a held-out set the student labels)"
+        )
 
     needs: ClassVar[dict[str, tuple[str, ...]]] = {"model": (CHAT,), "embedder": (EMBED,)}
 
     def input_columns(self) -> list[str]:
-        return [S.MESSAGES, self.params.column]
+        return [S.MESSAGES, self.params.column] + ([self.params.holdout] if self.params.holdout else [])
 
     def output_columns(self) -> list[str]:
         return [
@@ -135,7 +139,8 @@ class LLMaAA(LLMTask, Selector):
         n = len(rows)
         texts = [(S.last_turn(r[S.MESSAGES] or [], "user") or "").strip() for r in rows]
         gold = [i for i, r in enumerate(rows) if r.get(p.column) is not None and texts[i]]
-        pool = [i for i, r in enumerate(rows) if r.get(p.column) is None and texts[i]]
+        held = {i for i, r in enumerate(rows) if p.holdout and r.get(p.holdout)}
+        pool = [i for i, r in enumerate(rows) if r.get(p.column) is None and texts[i] and i not in held]
         labels = list(p.labels) if p.labels else sorted({str(rows[i][p.column]) for i in gold})
         if not gold or len(labels) < 2:
             raise FlywheelError(
@@ -203,7 +208,7 @@ class LLMaAA(LLMTask, Selector):
             )
             weight = {i: float(v) * len(done) for i, v in zip(done, w.tolist(), strict=True)}
             self.stats["zero_weight"] = sum(v == 0 for v in weight.values())
-        self.stats.update(gold=len(gold), pool=len(pool), annotated=len(done))
+        self.stats.update(gold=len(gold), pool=len(pool), held_out=len(held), annotated=len(done))
         predicted = [labels[j] for j in proba.argmax(1)] if proba is not None else [None] * n
         confidence = proba.max(1).tolist() if proba is not None else [None] * n
         column = [rows[i].get(p.column) for i in range(n)]

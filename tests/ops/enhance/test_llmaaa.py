@@ -162,3 +162,18 @@ def test_llmaaa_needs_gold_rows_of_two_labels():
     )
     with pytest.raises(FlywheelError, match="at least two labels"):
         op.select(rows)
+
+
+def test_held_out_rows_are_never_annotated_but_predicted():
+    table = pool_rows()
+    hold = [i >= 16 for i in range(table.num_rows)]  # the last 10 pool rows
+    table = table.append_column("holdout", io.rows_to_table([{"h": h} for h in hold]).column("h"))
+    op = LLMaAA(
+        {"model": "m", "embedder": "e", "column": "tag_sent", "init": 6, "per_round": 4, "rounds": 2,
+         "epochs": 10, "holdout": "holdout"},
+        ctx=context(m=annotator(), e=ScriptedBackend(vector=vector)),
+    )  # fmt: skip
+    cols = {k: v.to_pylist() for k, v in op.select(table).columns.items()}
+    assert all(cols["llmaaa_round"][i] is None for i in range(16, 26))
+    assert sum(r is not None for r in cols["llmaaa_round"]) == 10  # the 10 other pool rows, all of them
+    assert op.stats["held_out"] == 10 and all(p is not None for p in cols["llmaaa_predicted"][16:])
