@@ -54,6 +54,7 @@ class ScriptedBackend(Backend):
         self.logprob = logprob
         self.calls: list[list[dict]] = []
         self.vector = vector
+        self.samplings: list = []  # the sampling of every chat call, in order
 
     @property
     def fingerprint(self) -> str:
@@ -67,6 +68,7 @@ class ScriptedBackend(Backend):
         return self.default
 
     def chat(self, conversations, sampling):
+        self.samplings.append(sampling)
         return [self._answer(c, sampling.n, sampling.logprobs) for c in conversations]
 
     def complete(self, prompts, sampling):

@@ -82,6 +82,13 @@ class LLMTask:
         seed = p.seed if getattr(p, "seed", None) is not None else self.ctx.seed
         return Sampling(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, n=p.n, seed=seed)
 
+    def retry_sampling(self, k: int, **update) -> Sampling:
+        """The sampling of the k-th batch of an ask repeated until enough replies pass (k = 0 first): its
+        seed moves on each time, since the same seeded request would be served the same sample again
+        from the cache. Deterministic, so a resumed run asks the same."""
+        s = self.sampling()
+        return s.model_copy(update={"seed": (s.seed or 0) + 7919 * k, **update})
+
     def llm(self):
         return self.ctx.model(getattr(self.params, self.model_param))
 

@@ -152,16 +152,16 @@ class Oversample(LLMTask, Generator):
             rows = groups[group]
             need = target - len(rows)
             self.stats[f"needed:{group}"] = need
-            attempts = 0
+            attempts = tries = 0
             while need > 0 and attempts < p.max_attempts * (target - len(rows)):
                 shown = [rng.sample(rows, min(p.examples, len(rows))) for _ in range(min(need, p.batch))]
                 attempts += len(shown)
+                sampling = self.retry_sampling(tries)
+                tries += 1
                 convs = [
                     [{"role": "user", "content": condition_prompt(group, [t for _, t in s])}] for s in shown
                 ]
-                for ex, reply in zip(
-                    shown, self.sample_each(convs, parse_example, self.sampling()), strict=True
-                ):
+                for ex, reply in zip(shown, self.sample_each(convs, parse_example, sampling), strict=True):
                     if reply.error is not None:
                         continue  # counted as failed by the base
                     got = reply.values[0]["text"] if reply.values else None

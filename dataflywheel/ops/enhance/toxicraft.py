@@ -141,10 +141,12 @@ class ToxiCraft(LLMTask, Generator):
             if not with_attrs:
                 self.stats[f"no_attributes:{label}"] += 1
                 continue
-            made = attempts = 0
+            made = attempts = tries = 0
             while made < p.per_label and attempts < p.max_attempts * p.per_label:
                 batch = min(p.per_label - made, 16)
                 attempts += batch
+                sampling = self.retry_sampling(tries, stop=["\n"])
+                tries += 1
                 plans = [self._plan(rng, with_attrs, group, described, keys) for _ in range(batch)]
                 convs = [
                     _user(
@@ -158,9 +160,7 @@ class ToxiCraft(LLMTask, Generator):
                     for attrs, _, shown in plans
                 ]
                 # a post is one paragraph: its first line (an early stop, as Magpie's instructions)
-                posts = self.sample_each(
-                    convs, parse_example, self.sampling().model_copy(update={"stop": ["\n"]})
-                )
+                posts = self.sample_each(convs, parse_example, sampling)
                 fresh = []
                 for plan, reply in zip(plans, posts, strict=True):
                     if not reply.values:

@@ -73,6 +73,9 @@ def test_augment_adds_to_every_group_and_attempts_are_bounded():
     op = Oversample({"model": "m", "column": "tag_label", "max_attempts": 2}, ctx=context(m=stuck))
     assert list(op.generate(seeds({"a": 3, "b": 1}))) == []
     assert op.stats["short:b"] == 2 and len(stuck.calls) <= 4
+    # each retry asks with a new seed: the same seeded request would get the cached sample again
+    asked = [s.seed for s in stuck.samplings]
+    assert len(asked) == 2 and len(set(asked)) == 2
 
 
 def test_cut_off_replies_are_dropped():
