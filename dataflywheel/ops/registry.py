@@ -55,6 +55,8 @@ REGISTRY: dict[str, str] = {
     "oversample": "dataflywheel.ops.enhance.rebalance:Oversample",
     "llmaaa": "dataflywheel.ops.enhance.llmaaa:LLMaAA",
     "toxicraft": "dataflywheel.ops.enhance.toxicraft:ToxiCraft",
+    # evolve: self-evolution
+    "self_refine": "dataflywheel.ops.evolve.self_refine:SelfRefine",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
     "alice": "dataflywheel.ops.synthesize.alice:Alice",
