@@ -57,6 +57,7 @@ REGISTRY: dict[str, str] = {
     "toxicraft": "dataflywheel.ops.enhance.toxicraft:ToxiCraft",
     # evolve: self-evolution
     "self_refine": "dataflywheel.ops.evolve.self_refine:SelfRefine",
+    "self_reward": "dataflywheel.ops.evolve.self_reward:SelfReward",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
     "alice": "dataflywheel.ops.synthesize.alice:Alice",

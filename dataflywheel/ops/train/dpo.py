@@ -7,6 +7,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from dataflywheel.data import schema as S
+from dataflywheel.errors import FlywheelError
 from dataflywheel.models.base import CHAT
 from dataflywheel.ops.base import Trainer
 from dataflywheel.ops.train.sft import TrainParams, base_path
@@ -22,8 +23,9 @@ class DPOParams(TrainParams):
 
 class DPO(Trainer):
     """Direct Preference Optimization (Rafailov et al., NeurIPS 2023) with TRL's DPOTrainer, from
-    prompt / chosen / rejected rows. With LoRA, the frozen base model is the reference. The result is saved
-    merged and named ``output_model`` for later steps. Rows pass through unchanged."""
+    prompt / chosen / rejected rows (rows without a pair, e.g. ties ``self_reward`` left unpaired, are left
+    out and counted). With LoRA, the frozen base model is the reference. The result is saved merged and
+    named ``output_model`` for later steps. Rows pass through unchanged."""
 
     Params: ClassVar = DPOParams
     reads = (S.PROMPT, S.CHOSEN, S.REJECTED)
@@ -33,7 +35,14 @@ class DPO(Trainer):
         pairs = [
             {"prompt": r[S.PROMPT], "chosen": r[S.CHOSEN], "rejected": r[S.REJECTED]}
             for r in data.select([S.PROMPT, S.CHOSEN, S.REJECTED]).to_pylist()
+            if r[S.PROMPT] and r[S.CHOSEN] and r[S.REJECTED]
         ]
-        return train_dpo(
+        if not pairs:
+            raise FlywheelError(
+                f"step {self.ctx.step} ({self.name}): none of the {data.num_rows} rows has a preference pair "
+                "(prompt, chosen and rejected); see the step before for why (e.g. error_self_reward)"
+            )
+        stats = train_dpo(
             base_path(self), pairs, out_dir, self.params.settings(self.ctx.seed, beta=self.params.beta)
         )
+        return {**stats, "pairs": len(pairs), "rows_without_pair": data.num_rows - len(pairs)}

@@ -1,0 +1,59 @@
+"""Self-Rewarding's data step with the real SmolLM2 (a smoke test): responses are sampled per prompt and
+judged; a 135M judge rarely ends on "Score: k" within 32 tokens, and every such judgement is counted as
+unparsed, never read as a score; a following dpo step then stops with a clear error instead of training on
+nothing."""
+
+import json
+import textwrap
+
+import pytest
+
+from dataflywheel.engine.local import LocalExecutor
+from dataflywheel.errors import FlywheelError
+from dataflywheel.recipe.validate import validate_file
+
+
+def recipe(tmp_path, steps: str, run: str = "run"):
+    (tmp_path / "r.yaml").write_text(
+        textwrap.dedent(f"""
+        version: 1
+        name: self-reward
+        inputs: [{{path: prompts.jsonl}}]
+        models: {{policy: {{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}}}}
+        steps:
+        {steps}
+        output: {{path: out.jsonl}}
+        """)
+    )
+    r, ops, problems = validate_file(tmp_path / "r.yaml")
+    assert not problems, problems
+    return LocalExecutor(r, ops, tmp_path / run, progress=False)
+
+
+@pytest.mark.slow
+def test_self_reward_samples_judges_and_counts(tmp_path):
+    prompts = ["Name three primary colors.", "What is 12 times 3?", "Give a synonym for happy."]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
+    step = "  - self_reward: {model: policy, n: 2, judgements: 2, max_tokens: 32, judge_max_tokens: 32}"
+    result = recipe(tmp_path, step).run()
+    out = [json.loads(x) for x in open(result.output_path)]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    counts = manifest["steps"][-1]["stats"]["counts"]
+    assert (
+        counts["requests"] == 3 + 3 * 2
+    )  # one sampling request per prompt, one judging request per response
+    unscored = 0
+    for row in out:
+        assert len(row["self_reward_responses"]) == 2 and all(row["self_reward_responses"])
+        assert len(row["self_reward_scores"]) == 2
+        unscored += sum(s is None for s in row["self_reward_scores"])
+        if row["chosen"] is None:
+            assert row["error_self_reward"].startswith(("tie", "0 of 2", "1 of 2"))
+        else:
+            assert row["score_self_reward_margin"] > 0
+    assert counts["unparsed"] >= unscored  # an unscored response had only unreadable judgements
+    if not any(r["chosen"] for r in out):
+        with pytest.raises(FlywheelError, match="none of the 3 rows has a preference pair"):
+            recipe(
+                tmp_path, step + "\n  - dpo: {model: policy, output_model: p2, max_steps: 1}", "run2"
+            ).run()
