@@ -442,6 +442,7 @@ def serve(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto"),
     dtype: str = typer.Option("auto", help="float32, bfloat16, float16 or auto"),
     max_batch: int = typer.Option(16, help="requests run together at most"),
+    max_queue: int = typer.Option(256, help="requests waiting at most; more are answered 429 + Retry-After"),
     insecure: bool = typer.Option(
         False, "--insecure", help="allow serving beyond this machine without an API key"
     ),
@@ -482,7 +483,7 @@ def serve(
         highlight=False,
     )
     uvicorn.run(
-        create_app(name or model, main_backend, extra, api_key, max_batch),
+        create_app(name or model, main_backend, extra, api_key, max_batch, max_queue),
         host=host,
         port=port,
         log_level="warning",

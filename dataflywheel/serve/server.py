@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataflywheel.models.base import CHAT, COMPLETE, EMBED, LOGPROBS, Backend, Sampling
-from dataflywheel.serve.batcher import Batcher
+from dataflywheel.serve.batcher import Batcher, Busy
 
 
 class Message(BaseModel):
@@ -121,6 +121,7 @@ def create_app(
     embedder: Backend | None = None,
     api_key: str | None = None,
     max_batch: int = 16,
+    max_queue: int = 256,
 ) -> FastAPI:
     app = FastAPI(title="dataflywheel serve")
 
@@ -140,7 +141,34 @@ def create_app(
             start += len(batch)
         return out
 
-    batcher = Batcher(run, max_batch=max_batch)
+    batcher = Batcher(run, max_batch=max_batch, max_queue=max_queue)
+
+    class Gone(Exception):
+        """The client disconnected while its request waited."""
+
+    async def answered(request: Request, key: str, items: list[Any]) -> list[Any]:
+        """The results of ``items`` submitted together; while they wait, a client that disconnects has
+        them cancelled (a request whose batch has not started is never run)."""
+        futures = [batcher.submit(key, item) for item in items]
+        waiting = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=0.25)
+            if done:
+                return waiting.result()
+            if await request.is_disconnected():
+                for f in futures:
+                    f.cancel()
+                waiting.cancel()
+                raise Gone
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy):
+        message = f"the server is busy ({batcher.max_queue} requests waiting); retry in {exc.retry_after} s"
+        return _error(429, message, "rate_limit_error", headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(Gone)
+    async def gone(request: Request, exc: Gone):
+        return Response(status_code=499)  # nobody reads it: the client is gone
 
     # Errors in OpenAI's shape, so clients (the openai package, LangChain) show the message.
     @app.exception_handler(HTTPException)
@@ -189,12 +217,12 @@ def create_app(
         }
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest):
+    async def chat_completions(req: ChatRequest, request: Request):
         check(req.model, chat, CHAT)
         max_tokens = req.max_completion_tokens or req.max_tokens or 256
         sampling = _sampling(req, max_tokens, logprobs=req.logprobs)
         conv = _conversation(req.messages)
-        result = await asyncio.wrap_future(batcher.submit(f"chat|{sampling.model_dump_json()}", conv))
+        (result,) = await answered(request, f"chat|{sampling.model_dump_json()}", [conv])
         if result.error:
             raise HTTPException(400, result.error)
         choices = []
@@ -219,12 +247,12 @@ def create_app(
         return _answer("chatcmpl", "chat.completion", name, choices, result.prompt_tokens, completion)
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
+    async def completions(req: CompletionRequest, request: Request):
         check(req.model, chat, COMPLETE)
         sampling = _sampling(req, req.max_tokens)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         key = f"complete|{sampling.model_dump_json()}"
-        results = await asyncio.gather(*(asyncio.wrap_future(batcher.submit(key, p)) for p in prompts))
+        results = await answered(request, key, prompts)
         failed = next((r.error for r in results if r.error), None)
         if failed:
             raise HTTPException(400, failed)
@@ -238,11 +266,11 @@ def create_app(
         return _answer("cmpl", "text_completion", name, choices, prompt_tokens, completion)
 
     @app.post("/v1/embeddings")
-    async def embeddings(req: EmbeddingRequest):
+    async def embeddings(req: EmbeddingRequest, request: Request):
         backend = embedder or chat
         check(req.model, backend, EMBED)
         texts = [req.input] if isinstance(req.input, str) else req.input
-        vecs = await asyncio.wrap_future(batcher.submit("embed|", texts))
+        (vecs,) = await answered(request, "embed|", [texts])
         data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vecs)]
         tokens = sum(len(t.split()) for t in texts)
         return Response(
@@ -258,10 +286,10 @@ def create_app(
         )
 
     @app.post("/v1/score")
-    async def score(req: ScoreRequest):
+    async def score(req: ScoreRequest, request: Request):
         check(req.model, chat, LOGPROBS)
         conv = _conversation(req.messages)
-        result = await asyncio.wrap_future(batcher.submit("score|", (conv, req.response)))
+        (result,) = await answered(request, "score|", [(conv, req.response)])
         return {"logprobs": result.logprobs, "error": result.error}
 
     return app

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from dataflywheel.cli import app as cli
+from dataflywheel.serve.batcher import Batcher, Busy
 from dataflywheel.serve.server import create_app
 from tests.fakes import ScriptedBackend
 
@@ -52,3 +57,33 @@ def test_serving_beyond_loopback_needs_a_key_or_insecure(monkeypatch):
     assert result.exit_code != 0 and "without an API key" in result.output
     result = CliRunner().invoke(cli, ["serve", "embedded:smollm2-135m-instruct", "--host", "example.org"])
     assert result.exit_code != 0 and "--insecure" in result.output
+
+
+def test_a_full_queue_answers_429_with_retry_after():
+    c = TestClient(create_app("smol", ScriptedBackend(default="hi"), api_key=KEY, max_queue=0))
+    r = c.post("/v1/chat/completions", headers=AUTH, json={"messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_batcher_bounds_its_queue_and_skips_cancelled_requests():
+    release, ran = threading.Event(), []
+
+    def run(key, items):
+        release.wait(10)
+        ran.extend(items)
+        return items
+
+    b = Batcher(run, max_batch=1, max_queue=2)
+    first = b.submit("k", "a")
+    deadline = time.monotonic() + 5
+    while b.waiting and time.monotonic() < deadline:  # the worker takes "a" and blocks in run
+        time.sleep(0.01)
+    waiting = [b.submit("k", "b"), b.submit("k", "c")]
+    with pytest.raises(Busy) as e:
+        b.submit("k", "d")
+    assert e.value.retry_after >= 1
+    assert waiting[0].cancel()  # its client went away before its batch started
+    release.set()
+    assert first.result(5) == "a" and waiting[1].result(5) == "c"
+    assert ran == ["a", "c"] and b.skipped == 1
