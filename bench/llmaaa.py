@@ -73,21 +73,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-llmaaa-") as tmp:
         folder = Path(tmp)
         with open(folder / "rows.jsonl", "w") as f:
-            for i, r in enumerate(sets["gold"]):
-                f.write(
-                    json.dumps({"id": f"g{i}", "instruction": r["question"], "tag_subject": r["label"]})
-                    + "\n"
-                )
-            for i, r in enumerate(sets["pool"]):
-                f.write(
-                    json.dumps({"id": f"p{i}", "instruction": r["question"], "true_label": r["label"]}) + "\n"
-                )
-            # test rows ride along in the pool (the student labels every row); a row any configuration
-            # annotates leaves the test set, so every configuration is scored on the same rows
-            for i, r in enumerate(sets["test"]):
-                f.write(
-                    json.dumps({"id": f"t{i}", "instruction": r["question"], "true_label": r["label"]}) + "\n"
-                )
+            # every row has every field (the validator reads the head of the file): gold rows carry the
+            # label, pool rows none, test rows are held out (never annotated, labelled by the student)
+            for part, prefix in (("gold", "g"), ("pool", "p"), ("test", "t")):
+                for i, r in enumerate(sets[part]):
+                    row = {
+                        "id": f"{prefix}{i}",
+                        "instruction": r["question"],
+                        "tag_subject": r["label"] if part == "gold" else None,
+                        "true_label": r["label"],
+                        "holdout": part == "test",
+                    }
+                    f.write(json.dumps(row) + "\n")
         labels = sorted(SUBJECTS.values())
         for strategy, reweight in configs:
             name = f"{strategy}-{'rw' if reweight else 'plain'}"

@@ -97,7 +97,7 @@ def main() -> None:
             smote = SMOTE(random_state=0, k_neighbors=min(5, args.minor - 1))
             table["smote"].append(scores(*smote.fit_resample(x, y), x_test, y_test))
             generators = {"llm": ("lm", 5)}
-            models = f"lm: {args.model}"
+            models = [f"lm: {args.model}"]
             if not args.no_tuned:
                 run(
                     folder,
@@ -114,7 +114,7 @@ def main() -> None:
                 """,
                 )
                 ckpt = next((folder / f"{tag}-gen").glob("steps/*/checkpoint"))
-                models += f"\n  tuned: {{backend: hf, model: '{ckpt}', device: cpu}}"
+                models.append(f"tuned: {{backend: hf, model: '{ckpt}', device: cpu}}")
                 generators["llm-tuned"] = ("tuned", 0)
             for method, (model, examples) in generators.items():
                 result, _, _ = run(
@@ -124,8 +124,7 @@ def main() -> None:
                     version: 1
                     name: oversample
                     inputs: [{{path: {tag}.jsonl}}]
-                    models:
-                      {models}
+                    models: {{{", ".join(models)}}}
                     steps:
                       - oversample: {{model: {model}, column: tag_subject, examples: {examples},
                                       max_tokens: 96}}
