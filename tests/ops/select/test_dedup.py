@@ -168,3 +168,8 @@ def test_dedup_in_a_recipe_accounts_for_every_row(tmp_path, name):
 
     out = [orjson.loads(x) for x in result.output_path.read_bytes().splitlines()]
     assert sorted(r[f"score_{kind}_cluster_size"] for r in out) == [4, 4, 4, 4, 4, 5, 5]
+    # the drop log keeps what the selector saw of each dropped row: its cluster, named by the kept row
+    kept = {r["id"] for r in out}
+    for row, detail in zip(drops.column("row").to_pylist(), drops.column("detail").to_pylist(), strict=True):
+        cluster = orjson.loads(row)[f"tag_{kind}_cluster"]
+        assert cluster in kept and detail.startswith(f"duplicate of {cluster} ")
