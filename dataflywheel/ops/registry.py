@@ -58,6 +58,7 @@ REGISTRY: dict[str, str] = {
     # evolve: self-evolution
     "self_refine": "dataflywheel.ops.evolve.self_refine:SelfRefine",
     "self_reward": "dataflywheel.ops.evolve.self_reward:SelfReward",
+    "evolve_eval": "dataflywheel.ops.evolve.evolve_eval:EvolveEval",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
     "alice": "dataflywheel.ops.synthesize.alice:Alice",
