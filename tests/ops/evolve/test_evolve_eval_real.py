@@ -24,7 +24,8 @@ def test_evolve_eval_on_gsm8k(tmp_path, shared_data):
         inputs: [{path: eval.jsonl}]
         models: {lm: {backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}}
         steps:
-          - evolve_eval: {model: lm, operations: [paraphrase, reverse_polarity], prefilter: false, max_tokens: 32}
+          - evolve_eval: {model: lm, operations: [paraphrase, reverse_polarity], prefilter: false,
+                          max_tokens: 32}
         output: {path: evolved.jsonl}
         """)
     )
