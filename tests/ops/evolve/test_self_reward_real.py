@@ -4,7 +4,6 @@ unparsed, never read as a score; a following dpo step then stops with a clear er
 nothing."""
 
 import json
-import textwrap
 
 import pytest
 
@@ -13,18 +12,18 @@ from dataflywheel.errors import FlywheelError
 from dataflywheel.recipe.validate import validate_file
 
 
-def recipe(tmp_path, steps: str, run: str = "run"):
-    (tmp_path / "r.yaml").write_text(
-        textwrap.dedent(f"""
-        version: 1
-        name: self-reward
-        inputs: [{{path: prompts.jsonl}}]
-        models: {{policy: {{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}}}}
-        steps:
-        {steps}
-        output: {{path: out.jsonl}}
-        """)
-    )
+def recipe(tmp_path, steps: list[str], run: str = "run"):
+    model = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
+    lines = [
+        "version: 1",
+        "name: self-reward",
+        "inputs: [{path: prompts.jsonl}]",
+        f"models: {{policy: {model}}}",
+        "steps:",
+        *(f"  - {step}" for step in steps),
+        "output: {path: out.jsonl}",
+    ]
+    (tmp_path / "r.yaml").write_text("\n".join(lines) + "\n")
     r, ops, problems = validate_file(tmp_path / "r.yaml")
     assert not problems, problems
     return LocalExecutor(r, ops, tmp_path / run, progress=False)
@@ -34,8 +33,8 @@ def recipe(tmp_path, steps: str, run: str = "run"):
 def test_self_reward_samples_judges_and_counts(tmp_path):
     prompts = ["Name three primary colors.", "What is 12 times 3?", "Give a synonym for happy."]
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
-    step = "  - self_reward: {model: policy, n: 2, judgements: 2, max_tokens: 32, judge_max_tokens: 32}"
-    result = recipe(tmp_path, step).run()
+    step = "self_reward: {model: policy, n: 2, judgements: 2, max_tokens: 32, judge_max_tokens: 32}"
+    result = recipe(tmp_path, [step]).run()
     out = [json.loads(x) for x in open(result.output_path)]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     counts = manifest["steps"][-1]["stats"]["counts"]
@@ -54,6 +53,4 @@ def test_self_reward_samples_judges_and_counts(tmp_path):
     assert counts["unparsed"] >= unscored  # an unscored response had only unreadable judgements
     if not any(r["chosen"] for r in out):
         with pytest.raises(FlywheelError, match="none of the 3 rows has a preference pair"):
-            recipe(
-                tmp_path, step + "\n  - dpo: {model: policy, output_model: p2, max_steps: 1}", "run2"
-            ).run()
+            recipe(tmp_path, [step, "dpo: {model: policy, output_model: p2, max_steps: 1}"], "run2").run()
