@@ -164,9 +164,8 @@ def teacher_accuracy(
     ]
     replies = lm.chat(convs, Sampling(max_tokens=16))
     got = [parse_label(r.text or "", labels) for r in replies]
-    return float(
-        np.mean([g is not None and g["label"] == r["label"] for g, r in zip(got, test, strict=True)])
-    )
+    right = [g is not None and g["label"] == r["label"] for g, r in zip(got, test, strict=True)]
+    return float(np.mean(right)), sum(g is None for g in got)
 
 
 if __name__ == "__main__":

@@ -75,11 +75,15 @@ class LinearHead:
         opt = torch.optim.SGD(self.model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(self.seed)
         steps = skipped = 0
-        for _ in range(epochs):
+        # each example's weight in the last epoch, scaled by its batch's size (uniform = 1)
+        self.last_weights = np.ones(len(yt))
+        for epoch in range(epochs):
             for idx in torch.randperm(len(yt), generator=gen).split(batch_size):
                 xb, yb = xt[idx], yt[idx]
                 if reweight:
                     w = example_weights(self.model, xb, yb, gx, gy, lr)
+                    if epoch == epochs - 1:
+                        self.last_weights[idx.numpy()] = (w * len(idx)).numpy()
                     if w.sum() == 0:
                         skipped += 1
                         continue

@@ -17,9 +17,9 @@ demonstrations, rows without it the unlabelled pool. The loop:
 
 Rows whose ``holdout`` column is true are never annotated: the student's predictions on them measure it.
 Every row passes through. Annotated rows get the model's label in ``column``, the round they were
-acquired in ``llmaaa_round`` and their weight in ``score_llmaaa_weight`` (the final model's reweighting
-of all annotated rows as one batch, scaled so that uniform weights are 1). Every row gets the task
-model's prediction (``llmaaa_predicted``) and its probability (``score_llmaaa_confidence``): the pool
+acquired in ``llmaaa_round`` and their weight in ``score_llmaaa_weight`` (the weight learning to
+reweight gave them in the final model's last epoch, scaled by the batch size so that uniform is 1).
+Every row gets the task model's prediction (``llmaaa_predicted``) and its probability (``score_llmaaa_confidence``): the pool
 the loop never asked about is labelled by the student it trained.
 """
 
@@ -132,7 +132,7 @@ class LLMaAA(LLMTask, Selector):
         ]
 
     def select(self, table: pa.Table) -> Selection:
-        from dataflywheel.lib.reweight import LinearHead, example_weights
+        from dataflywheel.lib.reweight import LinearHead
 
         p = self.params
         rows = table.to_pylist()
@@ -196,17 +196,8 @@ class LLMaAA(LLMTask, Selector):
         done = sorted(label)
         weight: dict[int, float] = {}
         if head is not None and p.reweight and done:
-            import torch
-
-            w = example_weights(
-                head.model,
-                torch.as_tensor(vecs[done]),
-                torch.as_tensor([index[label[i]] for i in done]),
-                torch.as_tensor(gold_x),
-                torch.as_tensor(gold_y),
-                p.lr,
-            )
-            weight = {i: float(v) * len(done) for i, v in zip(done, w.tolist(), strict=True)}
+            # the weight each annotation had in the final model's last epoch (uniform = 1)
+            weight = dict(zip(done, head.last_weights.tolist(), strict=True))
             self.stats["zero_weight"] = sum(v == 0 for v in weight.values())
         self.stats.update(gold=len(gold), pool=len(pool), held_out=len(held), annotated=len(done))
         predicted = [labels[j] for j in proba.argmax(1)] if proba is not None else [None] * n
