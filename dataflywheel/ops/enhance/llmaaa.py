@@ -19,8 +19,8 @@ Rows whose ``holdout`` column is true are never annotated: the student's predict
 Every row passes through. Annotated rows get the model's label in ``column``, the round they were
 acquired in ``llmaaa_round`` and their weight in ``score_llmaaa_weight`` (the weight learning to
 reweight gave them in the final model's last epoch, scaled by the batch size so that uniform is 1).
-Every row gets the task model's prediction (``llmaaa_predicted``) and its probability (``score_llmaaa_confidence``): the pool
-the loop never asked about is labelled by the student it trained.
+Every row gets the task model's prediction (``llmaaa_predicted``) and its probability
+(``score_llmaaa_confidence``): the pool the loop never asked about is labelled by the student it trained.
 """
 
 from __future__ import annotations
