@@ -16,26 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import textwrap
-import time
 from pathlib import Path
 
-from bench.common import SHARED, peak_rss_mib
+from bench.common import SHARED, peak_rss_mib, run
 
 MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
-
-
-def run(folder: Path, name: str, body: str):
-    from dataflywheel.engine.local import LocalExecutor
-    from dataflywheel.recipe.validate import validate_file
-
-    (folder / f"{name}.yaml").write_text(textwrap.dedent(body))
-    recipe, ops, problems = validate_file(folder / f"{name}.yaml")
-    assert not problems, problems
-    start = time.perf_counter()
-    result = LocalExecutor(recipe, ops, folder / name, progress=False).run()
-    manifest = json.loads((folder / name / "manifest.json").read_text())
-    return result, manifest, time.perf_counter() - start
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import textwrap
 import time
 from pathlib import Path
 
@@ -34,3 +35,17 @@ def matmul_peak_gflops(dtype: str = "float32", size: int = 2048, reps: int = 5) 
     for _ in range(reps):
         a @ b
     return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def run(folder: Path, name: str, body: str):
+    """Run the recipe ``body`` (YAML, dedented) as ``folder/name``: (result, manifest, seconds)."""
+    from dataflywheel.engine.local import LocalExecutor
+    from dataflywheel.recipe.validate import validate_file
+
+    (folder / f"{name}.yaml").write_text(textwrap.dedent(body))
+    recipe, ops, problems = validate_file(folder / f"{name}.yaml")
+    assert not problems, problems
+    start = time.perf_counter()
+    result = LocalExecutor(recipe, ops, folder / name, progress=False).run()
+    manifest = json.loads((folder / name / "manifest.json").read_text())
+    return result, manifest, time.perf_counter() - start

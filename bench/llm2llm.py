@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.coachlm import run
-from bench.common import SHARED, peak_rss_mib
+from bench.common import SHARED, peak_rss_mib, run
 
 MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
 

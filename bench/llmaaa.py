@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.coachlm import run
-from bench.common import SHARED, peak_rss_mib
+from bench.common import SHARED, peak_rss_mib, run
 
 SUBJECTS = {
     "astronomy": "astronomy",

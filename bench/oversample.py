@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.coachlm import run
-from bench.common import SHARED, peak_rss_mib
+from bench.common import SHARED, peak_rss_mib, run
 
 SUBJECTS = ("astronomy", "college_physics", "conceptual_physics", "high_school_physics")
 MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"

@@ -18,8 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench.coachlm import run
-from bench.common import SHARED, peak_rss_mib
+from bench.common import SHARED, peak_rss_mib, run
 
 MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
 EMBEDDER = "{backend: sentence-transformers, model: 'embedded:all-minilm-l6-v2', device: cpu}"

@@ -42,6 +42,22 @@ def alpaca_rows(n: int, prefix: str = "q") -> list[dict]:
     ]
 
 
+def run_recipe(folder: Path, body: str, name: str = "r", run: str = "run"):
+    """Write ``body`` (YAML, dedented) as ``folder/<name>.yaml``, validate it and run it locally into
+    ``folder/<run>``: (result, manifest)."""
+    import textwrap
+
+    from dataflywheel.engine.local import LocalExecutor
+    from dataflywheel.recipe.validate import validate_file
+
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body))
+    recipe, ops, problems = validate_file(path)
+    assert not problems, problems
+    result = LocalExecutor(recipe, ops, folder / run, progress=False).run()
+    return result, json.loads((folder / run / "manifest.json").read_text())
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.exists():

@@ -102,14 +102,18 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, iters: int = 20) -> tu
     return labels.ravel().astype(np.int64), km.centroids
 
 
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def nearest(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Positions in ``base`` of each query's k most cosine-similar rows, most similar first (faiss exact
     inner product over unit vectors); k is cut to the rows there are."""
     import faiss
 
     def unit(v: np.ndarray) -> np.ndarray:
-        v = np.ascontiguousarray(v, dtype=np.float32)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(normalize(np.asarray(v, dtype=np.float32)), dtype=np.float32)
 
     index = faiss.IndexFlatIP(base.shape[1])
     index.add(unit(base))

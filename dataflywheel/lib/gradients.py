@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataflywheel.data import schema as S
+from dataflywheel.lib.diversity import normalize  # noqa: F401  (LESS and CLUES call it from here)
 from dataflywheel.train.tokenize import sft_features
 from dataflywheel.train.trainers import lora_config
 
@@ -278,7 +279,3 @@ def project(x: np.ndarray, dim: int, seed: int = 0, blocks_per_step: int = 4) ->
             parts.append(signs.astype(np.float32) * 2 - 1)
         out += x[:, s:stop] @ np.concatenate(parts)
     return out / np.sqrt(dim)
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -109,12 +109,12 @@ class RobustFTDetect(LLMTask, Scorer):
         base = self.sampling()
         direct = self.ask_conversations(
             [_ask(prompts.fill(_prompt("direct"), question=_question(rows[i]))) for i in asked],
-            lambda t: _letter(final_choice(t, p.letters)),
+            _reader(p.letters),
             base.model_copy(update={"max_tokens": p.direct_max_tokens}),
         )
         reasoned = self.ask_conversations(
             [_ask(prompts.fill(_prompt("reason"), question=_question(rows[i]))) for i in asked],
-            lambda t: _letter(final_choice(t, p.letters)),
+            _reader(p.letters),
             base.model_copy(update={"logprobs": True}),
         )
         n = len(rows)
@@ -144,8 +144,14 @@ class RobustFTDetect(LLMTask, Scorer):
         }
 
 
-def _letter(letter: str | None) -> dict | None:
-    return None if letter is None else {"letter": letter}
+def _reader(letters: str):
+    """Reads the option letter a reply ends on, as ``{"letter": X}`` (None: it names none)."""
+
+    def read(text: str) -> dict | None:
+        letter = final_choice(text, letters)
+        return None if letter is None else {"letter": letter}
+
+    return read
 
 
 def _first(reply: Reply) -> str | None:
@@ -228,7 +234,7 @@ class RobustFTRelabel(LLMTask, Selector):
                 )
                 for i, hits in zip(noisy, near, strict=True)
             ]
-            read = lambda t: _letter(final_choice(t, p.letters))  # noqa: E731
+            read = _reader(p.letters)
             replies = self.ask_conversations(
                 convs, read, self.sampling().model_copy(update={"logprobs": True})
             )

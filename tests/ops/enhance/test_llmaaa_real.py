@@ -2,16 +2,14 @@
 recomputed independently (nearest gold rows by numpy cosine, the same prompt, a separate greedy call)."""
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.models.base import Sampling
 from dataflywheel.ops.enhance.llmaaa import annotation_prompt, parse_label
-from dataflywheel.recipe.validate import validate_file
+from tests.conftest import run_recipe
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -28,8 +26,9 @@ def test_llmaaa_annotates_with_retrieved_gold_rows(tmp_path, smollm2, minilm):
             f.write(json.dumps({"id": f"g{i}", "instruction": r["text"], "tag_sent": r["label"]}) + "\n")
         for i, r in enumerate(pool):
             f.write(json.dumps({"id": f"p{i}", "instruction": r["text"], "true_label": r["label"]}) + "\n")
-    (tmp_path / "r.yaml").write_text(
-        textwrap.dedent("""
+    result, _ = run_recipe(
+        tmp_path,
+        """
         version: 1
         name: llmaaa
         inputs: [{path: data.jsonl}]
@@ -40,11 +39,8 @@ def test_llmaaa_annotates_with_retrieved_gold_rows(tmp_path, smollm2, minilm):
           - llmaaa: {model: lm, embedder: emb, column: tag_sent, k: 2, init: 4, per_round: 2, rounds: 2,
                      epochs: 20, task: 'Classify the sentiment of the review.'}
         output: {path: out.jsonl}
-        """)
+        """,
     )
-    recipe, ops, problems = validate_file(tmp_path / "r.yaml")
-    assert not problems, problems
-    result = LocalExecutor(recipe, ops, tmp_path / "run", progress=False).run()
     out = [json.loads(x) for x in open(result.output_path)]
     assert len(out) == 12
     rounds = sorted(r["llmaaa_round"] for r in out if r.get("llmaaa_round") is not None)

@@ -2,26 +2,19 @@
 (a generator LoRA-tuned on the rows with the group first, asked with the group's name only)."""
 
 import json
-import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from dataflywheel.engine.local import LocalExecutor
-from dataflywheel.recipe.validate import validate_file
+from tests.conftest import run_recipe
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
 
 
 def run(folder: Path, name: str, body: str):
-    (folder / f"{name}.yaml").write_text(textwrap.dedent(body))
-    recipe, ops, problems = validate_file(folder / f"{name}.yaml")
-    assert not problems, problems
-    result = LocalExecutor(recipe, ops, folder / name, progress=False).run()
-    manifest = json.loads((folder / name / "manifest.json").read_text())
-    return result, manifest
+    return run_recipe(folder, body, name=name, run=name)
 
 
 def seeds(folder: Path) -> dict[str, str]:

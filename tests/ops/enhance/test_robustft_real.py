@@ -6,17 +6,15 @@ a separate forward pass), the kept relabeled rows are exactly those below the me
 their labels are written into the rows."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
 
-from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.engine.runinfo import drop_log
 from dataflywheel.experiments.noise import inject_label_noise, read_mmlu, score_repair
 from dataflywheel.ops.enhance.robustft import _prompt
 from dataflywheel.ops.prompts import fill
-from dataflywheel.recipe.validate import validate_file
+from tests.conftest import run_recipe
 
 
 @pytest.mark.slow
@@ -25,8 +23,9 @@ def test_robustft_repairs_injected_noise_on_mmlu(tmp_path, shared_data, smollm2)
     with open(tmp_path / "mmlu.jsonl", "w") as f:
         for i, row in enumerate(noisy.rows):
             f.write(json.dumps({"id": str(i), **row}) + "\n")
-    (tmp_path / "r.yaml").write_text(
-        textwrap.dedent("""
+    result, _ = run_recipe(
+        tmp_path,
+        """
         version: 1
         name: robustft
         inputs: [{path: mmlu.jsonl}]
@@ -37,11 +36,8 @@ def test_robustft_repairs_injected_noise_on_mmlu(tmp_path, shared_data, smollm2)
           - robustft_detect: {model: lm, answer_field: answer, max_tokens: 32}
           - robustft_relabel: {model: lm, embedder: emb, answer_field: answer, max_tokens: 32}
         output: {path: repaired.jsonl}
-        """)
+        """,
     )
-    recipe, ops, problems = validate_file(tmp_path / "r.yaml")
-    assert not problems, problems
-    result = LocalExecutor(recipe, ops, tmp_path / "run", progress=False).run()
     out = {r["id"]: r for r in map(json.loads, open(result.output_path))}
     drops = drop_log(result.run_dir).to_pylist()
     dropped = {d["id"]: {**d, "row": json.loads(d["row"])} for d in drops}

@@ -3,15 +3,13 @@ seeds of their own label (recomputed by separate calls), and every post the chec
 asked again."""
 
 import json
-import textwrap
 
 import pytest
 
-from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.models.base import Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.enhance.toxicraft import _prompt, attributes_prompt, parse_attributes, parse_check
-from dataflywheel.recipe.validate import validate_file
+from tests.conftest import run_recipe
 
 SEEDS = [
     ("h0", "You people from [GROUP] are all [INSULT], get off this forum.", "harmful"),
@@ -23,8 +21,9 @@ KEYS = ["category", "tone"]
 
 
 def run(folder, name: str, check: bool):
-    (folder / f"{name}.yaml").write_text(
-        textwrap.dedent(f"""
+    result, _ = run_recipe(
+        folder,
+        f"""
         version: 1
         name: toxicraft
         inputs: [{{path: seeds.jsonl}}]
@@ -33,11 +32,10 @@ def run(folder, name: str, check: bool):
           - toxicraft: {{model: lm, column: tag_tox, per_label: 2, attributes: [category, tone], examples: 1,
                          max_tokens: 32, keep_seeds: false, check: {str(check).lower()}}}
         output: {{path: {name}.jsonl}}
-        """)
+        """,
+        name=name,
+        run=name,
     )
-    recipe, ops, problems = validate_file(folder / f"{name}.yaml")
-    assert not problems, problems
-    result = LocalExecutor(recipe, ops, folder / name, progress=False).run()
     return [json.loads(x) for x in open(result.output_path)]
 
 

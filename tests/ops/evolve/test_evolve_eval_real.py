@@ -3,12 +3,10 @@
 rejected, unverified, or an unparsed generation; the kept items name their seed and operation."""
 
 import json
-import textwrap
 
 import pytest
 
-from dataflywheel.engine.local import LocalExecutor
-from dataflywheel.recipe.validate import validate_file
+from tests.conftest import run_recipe
 
 
 @pytest.mark.slow
@@ -17,8 +15,9 @@ def test_evolve_eval_on_gsm8k(tmp_path, shared_data):
     with open(tmp_path / "eval.jsonl", "w") as f:
         for i, r in enumerate(rows):
             f.write(json.dumps({"id": f"g{i}", "instruction": r["question"], "output": r["answer"]}) + "\n")
-    (tmp_path / "r.yaml").write_text(
-        textwrap.dedent("""
+    result, manifest = run_recipe(
+        tmp_path,
+        """
         version: 1
         name: evolve
         inputs: [{path: eval.jsonl}]
@@ -27,13 +26,10 @@ def test_evolve_eval_on_gsm8k(tmp_path, shared_data):
           - evolve_eval: {model: lm, operations: [paraphrase, reverse_polarity], prefilter: false,
                           max_tokens: 32}
         output: {path: evolved.jsonl}
-        """)
+        """,
     )
-    recipe, ops, problems = validate_file(tmp_path / "r.yaml")
-    assert not problems, problems
-    result = LocalExecutor(recipe, ops, tmp_path / "run", progress=False).run()
     made = [json.loads(x) for x in open(result.output_path)]
-    counts = json.loads((tmp_path / "run" / "manifest.json").read_text())["steps"][-1]["stats"]["counts"]
+    counts = manifest["steps"][-1]["stats"]["counts"]
     kept = sum(v for k, v in counts.items() if k.startswith("made:"))
     rejected = sum(v for k, v in counts.items() if k.startswith("rejected:"))
     unparsed_generations = 4 - (kept + rejected + counts.get("unverified", 0))

@@ -3,14 +3,12 @@ feedback): the recorded feedback is what the model says when asked again separat
 response is the best-scored one by an independent reading of the feedback."""
 
 import json
-import textwrap
 
 import pytest
 
-from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.models.base import Sampling
 from dataflywheel.ops.evolve.self_refine import SelfRefine, total_score
-from dataflywheel.recipe.validate import validate_file
+from tests.conftest import run_recipe
 
 
 @pytest.mark.slow
@@ -20,8 +18,9 @@ def test_self_refine_on_smollm2(tmp_path, smollm2):
         {"instruction": "What is 12 times 3?", "output": "It is 38."},
     ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "r.yaml").write_text(
-        textwrap.dedent("""
+    result, _ = run_recipe(
+        tmp_path,
+        """
         version: 1
         name: refine
         inputs: [{path: in.jsonl}]
@@ -29,11 +28,8 @@ def test_self_refine_on_smollm2(tmp_path, smollm2):
         steps:
           - self_refine: {model: lm, max_rounds: 1, max_tokens: 32}
         output: {path: out.jsonl}
-        """)
+        """,
     )
-    recipe, ops, problems = validate_file(tmp_path / "r.yaml")
-    assert not problems, problems
-    result = LocalExecutor(recipe, ops, tmp_path / "run", progress=False).run()
     out = [json.loads(x) for x in open(result.output_path)]
     op = SelfRefine({"model": "lm", "max_rounds": 1, "max_tokens": 32})
     for row, given in zip(out, rows, strict=True):

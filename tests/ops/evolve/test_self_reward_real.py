@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.errors import FlywheelError
-from dataflywheel.recipe.validate import validate_file
+from tests.conftest import run_recipe
 
 
 def recipe(tmp_path, steps: list[str], run: str = "run"):
@@ -23,10 +22,7 @@ def recipe(tmp_path, steps: list[str], run: str = "run"):
         *(f"  - {step}" for step in steps),
         "output: {path: out.jsonl}",
     ]
-    (tmp_path / "r.yaml").write_text("\n".join(lines) + "\n")
-    r, ops, problems = validate_file(tmp_path / "r.yaml")
-    assert not problems, problems
-    return LocalExecutor(r, ops, tmp_path / run, progress=False)
+    return run_recipe(tmp_path, "\n".join(lines) + "\n", run=run)
 
 
 @pytest.mark.slow
@@ -34,9 +30,8 @@ def test_self_reward_samples_judges_and_counts(tmp_path):
     prompts = ["Name three primary colors.", "What is 12 times 3?", "Give a synonym for happy."]
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
     step = "self_reward: {model: policy, n: 2, judgements: 2, max_tokens: 32, judge_max_tokens: 32}"
-    result = recipe(tmp_path, [step]).run()
+    result, manifest = recipe(tmp_path, [step])
     out = [json.loads(x) for x in open(result.output_path)]
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     counts = manifest["steps"][-1]["stats"]["counts"]
     assert (
         counts["requests"] == 3 + 3 * 2
@@ -53,4 +48,4 @@ def test_self_reward_samples_judges_and_counts(tmp_path):
     assert counts["unparsed"] >= unscored  # an unscored response had only unreadable judgements
     if not any(r["chosen"] for r in out):
         with pytest.raises(FlywheelError, match="none of the 3 rows has a preference pair"):
-            recipe(tmp_path, [step, "dpo: {model: policy, output_model: p2, max_steps: 1}"], "run2").run()
+            recipe(tmp_path, [step, "dpo: {model: policy, output_model: p2, max_steps: 1}"], "run2")
