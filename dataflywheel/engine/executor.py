@@ -497,6 +497,7 @@ class Executor:
             stats = orjson.loads(stats_path.read_bytes())
         else:
             data = io.concat([pq.read_table(p) for p in inputs])
+            op.progress = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=None).update
             stats = op.train(data, store.path / "checkpoint")
             atomic_write_json(stats_path, stats)
         result.stats["train"] = stats

@@ -14,6 +14,11 @@ class _Task:
         if self.bar is not None:
             self.bar.advance(self.task_id, n)
 
+    def update(self, done: int, total: int | None, info: str = "") -> None:
+        """Set the task's position (e.g. a trainer's optimizer steps) and its one-line status."""
+        if self.bar is not None:
+            self.bar.update(self.task_id, completed=done, total=total, info=info)
+
 
 class Progress:
     def __init__(self, enabled: bool = True):
@@ -27,6 +32,7 @@ class Progress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
                 transient=False,
             )
             self.bar.__enter__()
@@ -40,4 +46,4 @@ class Progress:
     def task(self, description: str, total: int | None) -> _Task:
         if self.bar is None:
             return _Task(None, None)
-        return _Task(self.bar, self.bar.add_task(description, total=total))
+        return _Task(self.bar, self.bar.add_task(description, total=total, info=""))

@@ -20,7 +20,7 @@ run by the engine.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -294,6 +294,8 @@ class Trainer(Op):
     """
 
     kind = "trainer"
+    # The engine sets this before ``train``: progress(done, total, text) shows the run's position
+    progress: Callable[[int, int | None, str], None] | None = None
 
     def produced_model(self) -> str | None:
         return getattr(self.params, "output_model", None)

@@ -196,7 +196,11 @@ def _eval_section(d: dict) -> str:
         if t.get("reward_margins"):
             series["reward margin"] = [(i + 1, v, "") for i, v in enumerate(t["reward_margins"])]
         n = t.get("examples", t.get("pairs"))
-        title = f"{s['label']}: training loss ({n} examples, {t.get('steps')} steps)"
+        speed = ""
+        if t.get("tokens_per_second"):
+            precision = "bf16" if t.get("bf16") else "fp32"
+            speed = f", {t['train_tokens']:,} tokens at {t['tokens_per_second']:,.0f}/s in {precision}"
+        title = f"{s['label']}: training loss ({n} examples, {t.get('steps')} steps{speed})"
         chart = svg.lines(series, title, "logging step", "loss", f"train:{s['index']}")
         html += f'<figure class="plot">{chart}</figure>'
     html += _loop_curves(d["steps"])

@@ -43,6 +43,10 @@ class DPO(Trainer):
                 "(prompt, chosen and rejected); see the step before for why (e.g. error_self_reward)"
             )
         stats = train_dpo(
-            base_path(self), pairs, out_dir, self.params.settings(self.ctx.seed, beta=self.params.beta)
+            base_path(self),
+            pairs,
+            out_dir,
+            self.params.settings(self.ctx.seed, beta=self.params.beta),
+            self.progress,
         )
         return {**stats, "pairs": len(pairs), "rows_without_pair": data.num_rows - len(pairs)}
