@@ -9,7 +9,8 @@ SFT: AlpacaEval instructions with text-davinci-003's answers (LoRA r 16 on q/k/v
 ``step`` (train_sft as the recipe step runs it: load, train, merge, save), ``step-old`` (the same with
 TRL's defaults this project used before: fp32, activation checkpointing, rows in random order), ``loop``
 (a plain PyTorch + PEFT loop in fp32, rows shuffled, padded to the longest in the batch) and
-``loop-bf16`` (the same loop under bf16 autocast). DPO: GPT-4's AlpacaEval preferences between
+``loop-bf16`` (the same loop under bf16 autocast); ``step-random`` is the step with rows batched in
+random order (no length buckets). DPO: GPT-4's AlpacaEval preferences between
 text-davinci-003 and Alpaca-7B answers (lr 5e-5, beta 0.1, batch 4, at most 384 tokens): ``dpo-step``
 (train_dpo) against ``dpo-trl`` (DPOTrainer with DPOConfig's defaults for everything not named).
 
@@ -86,10 +87,14 @@ def base_path() -> str:
     return str(embedded.resolve(BASE))
 
 
-def run_step(rows, out: Path, seed: int, max_length: int, old: bool) -> dict:
+def run_step(rows, out: Path, seed: int, max_length: int, variant: str) -> dict:
     from dataflywheel.train.trainers import train_sft
 
-    extra = dict(precision="float32", gradient_checkpointing=True, group_by_length=False) if old else {}
+    extra = {
+        "step": {},
+        "step-old": dict(precision="float32", gradient_checkpointing=True, group_by_length=False),
+        "step-random": dict(group_by_length=False),
+    }[variant]
     stats = train_sft(base_path(), rows, out, settings(seed, max_length, lr=2e-4, **extra))
     return {k: stats[k] for k in ("train_tokens", "train_seconds", "steps")}
 
@@ -237,7 +242,7 @@ def one(config: str, seed: int, rows: int, heldout: int, max_length: int) -> dic
         else:
             train, held = sft_rows(rows, heldout)
             if config.startswith("step"):
-                stats = run_step(train, out, seed, max_length, old=config == "step-old")
+                stats = run_step(train, out, seed, max_length, config)
             else:
                 stats = run_loop(train, out, seed, max_length, bf16=config == "loop-bf16")
         wall = time.perf_counter() - start
@@ -271,7 +276,7 @@ def main() -> None:
         return
     plan = []
     if "sft" in args.parts:
-        plan += [(c, args.rows) for c in ("step", "step-old", "loop", "loop-bf16")]
+        plan += [(c, args.rows) for c in ("step", "step-old", "step-random", "loop", "loop-bf16")]
     if "dpo" in args.parts:
         plan += [(c, args.dpo_rows) for c in ("dpo-step", "dpo-trl")]
     if args.configs:
@@ -302,7 +307,13 @@ def report(results: list[dict]) -> None:
         return sum(vals) / len(vals) if vals else None
 
     print("\nmeans over seeds (quality: held-out NLL for SFT, lower is better; preference accuracy for DPO)")
-    pairs = (("step", "loop"), ("step", "loop-bf16"), ("step", "step-old"), ("dpo-step", "dpo-trl"))
+    pairs = (
+        ("step", "loop"),
+        ("step", "loop-bf16"),
+        ("step", "step-old"),
+        ("step", "step-random"),
+        ("dpo-step", "dpo-trl"),
+    )
     for ref, other in pairs:
         a, b = mean(ref, "tokens_per_second"), mean(other, "tokens_per_second")
         if a and b:

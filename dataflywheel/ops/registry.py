@@ -59,6 +59,7 @@ REGISTRY: dict[str, str] = {
     "self_refine": "dataflywheel.ops.evolve.self_refine:SelfRefine",
     "self_reward": "dataflywheel.ops.evolve.self_reward:SelfReward",
     "evolve_eval": "dataflywheel.ops.evolve.evolve_eval:EvolveEval",
+    "judge_agreement": "dataflywheel.ops.evolve.judge_agreement:JudgeAgreement",
     # synthesize: synthetic data generation
     "self_instruct": "dataflywheel.ops.synthesize.self_instruct:SelfInstruct",
     "alice": "dataflywheel.ops.synthesize.alice:Alice",

@@ -12,6 +12,7 @@ before training instead of in every epoch.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import time
@@ -118,6 +119,7 @@ def _faster(trainer_cls):
 
     class Faster(trainer_cls):
         group_by_length = True
+        tokens_per_batch: float | None = None  # SFT in length buckets: mean labelled tokens a batch
 
         def _get_train_sampler(self, train_dataset=None):
             data = train_dataset if train_dataset is not None else self.train_dataset
@@ -125,11 +127,19 @@ def _faster(trainer_cls):
                 return super()._get_train_sampler(train_dataset)
             ids = [c for c in data.column_names if c == "input_ids" or c.endswith("_ids")]
             lengths = [sum(len(r[c]) for c in ids) for r in data.select_columns(ids)]
+            if "labels" in data.column_names:
+                labelled = sum(sum(t != -100 for t in r[1:]) for r in data["labels"])
+                self.tokens_per_batch = labelled / math.ceil(len(lengths) / self.args.train_batch_size)
             return LengthBuckets(lengths, self.args.train_batch_size, self.args.seed)
 
         if issubclass(trainer_cls, _sft_trainer()):
 
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                # Length buckets make a batch of short rows few tokens and a batch of long rows many: divided
+                # by its own count, a token of a short row would weigh more than one of a long row. Divided by
+                # the average count instead, every token weighs the same, as in randomly mixed batches.
+                if self.tokens_per_batch is not None:
+                    num_items_in_batch = self.tokens_per_batch * self.args.gradient_accumulation_steps
                 with self.accelerator.autocast():
                     loss = sft_loss(model, inputs, num_items_in_batch)
                 return (loss, None) if return_outputs else loss

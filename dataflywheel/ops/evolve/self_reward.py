@@ -18,22 +18,27 @@ policy and judge:
           - dpo: {model: policy, output_model: policy, beta: 0.1}
 
 Every row keeps its responses and their mean scores (``self_reward_responses``, ``self_reward_scores``).
+``judge_mode: expected`` is the small-model variant (as ``alpagasus`` has): the judge is asked for the
+total alone and the score is the expected value of its next-token distribution over "0".."5" (one
+deterministic forward pass per response, so ``judgements`` does not apply); a model that never writes
+"Score: k" (SmolLM2-135M) still judges.
 """
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from dataflywheel.data import schema as S
-from dataflywheel.models.base import CHAT
+from dataflywheel.models.base import CHAT, LOGPROBS
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
+from dataflywheel.ops.parsing import expected_score
 
 _SCORE = re.compile(r"Score:\s*\**\s*([0-5](?:\.\d+)?)\b", re.IGNORECASE)
 
@@ -42,6 +47,39 @@ def judge_score(text: str) -> dict | None:
     """The last "Score: k" (0-5) of a judgement, or None."""
     found = _SCORE.findall(text or "")
     return {"score": float(found[-1])} if found else None
+
+
+SCORES = [str(k) for k in range(6)]
+
+
+def judge_prompt(question: str, response: str, mode: str = "generate") -> list[dict]:
+    """The additive 5-point judge prompt: justify, then "Score: k" (generate), or the total alone."""
+    name = "self_reward_judge.txt" if mode == "generate" else "self_reward_judge_expected.txt"
+    text = prompts.fill(prompts.load(__file__, name), question=question, response=response)
+    return [{"role": "user", "content": text}]
+
+
+def judge_responses(op: LLMTask, items: list[tuple[str, str]], mode: str, judgements: int, max_tokens: int):
+    """Each (question, response)'s mean score, or None when no judgement could be read; unparsed and
+    failed judgements are counted in ``op.stats`` (``unparsed``, ``failed``) by the ask, or here."""
+    convs = [judge_prompt(q, r, mode) for q, r in items]
+    if mode == "expected":
+        scores = [expected_score(lps, range(6)) if lps else None for lps in _options(op, convs)]
+        op.stats["unparsed"] += scores.count(None)
+        return scores
+    sampling = op.sampling().model_copy(update={"n": judgements, "max_tokens": max_tokens})
+    scores = []
+    for reply in op.ask_conversations(convs, judge_score, sampling):
+        got = [v["score"] for v in reply.values]
+        scores.append(float(np.mean(got)) if got else None)
+    return scores
+
+
+def _options(op: LLMTask, convs: list[list[dict]]) -> list[list[float]]:
+    if not convs:
+        return []
+    op.stats["requests"] += len(convs)
+    return op.llm().option_logprobs(convs, SCORES)
 
 
 class SelfReward(LLMTask, Mapper):
@@ -55,6 +93,12 @@ class SelfReward(LLMTask, Mapper):
         max_tokens: int = Field(256, ge=1, description="tokens per response at most")
         judgements: int = Field(3, ge=1, description="judgements averaged per response")
         judge_max_tokens: int = Field(160, ge=1, description="tokens per judgement at most")
+        judge_mode: Literal["generate", "expected"] = Field(
+            "generate", description='read "Score: k" from sampled judgements, or the expected score'
+        )
+
+    def model_needs(self) -> dict[str, tuple[str, ...]]:
+        return {"model": (CHAT, LOGPROBS) if self.params.judge_mode == "expected" else (CHAT,)}
 
     needs: ClassVar[dict[str, tuple[str, ...]]] = {"model": (CHAT,)}
     reads = (S.MESSAGES,)
@@ -87,16 +131,16 @@ class SelfReward(LLMTask, Mapper):
                 errors[i] = f"request failed: {reply.error}"
             responses[i] = [v["text"] for v in reply.values]
         flat = [(i, j) for i in range(n_rows) for j in range(len(responses[i]))]
-        judge = self.sampling().model_copy(update={"n": p.judgements, "max_tokens": p.judge_max_tokens})
-        verdicts = self.ask_conversations(
-            [self._judge_prompt(S.prompt_text(convs[i]), responses[i][j]) for i, j in flat],
-            judge_score,
-            judge,
+        judged = judge_responses(
+            self,
+            [(S.prompt_text(convs[i]), responses[i][j]) for i, j in flat],
+            p.judge_mode,
+            p.judgements,
+            p.judge_max_tokens,
         )
         scores: list[list[float | None]] = [[None] * len(r) for r in responses]
-        for (i, j), reply in zip(flat, verdicts, strict=True):
-            got = [v["score"] for v in reply.values]
-            scores[i][j] = float(np.mean(got)) if got else None
+        for (i, j), score in zip(flat, judged, strict=True):
+            scores[i][j] = score
         prompt_col, chosen, rejected, margin = [], [], [], []
         for i in range(n_rows):
             scored = [(s, j) for j, s in enumerate(scores[i]) if s is not None]
@@ -135,9 +179,3 @@ class SelfReward(LLMTask, Mapper):
         ):
             batch = S.put_column(batch, name, pa.array(values, typ))
         return batch
-
-    def _judge_prompt(self, question: str, response: str) -> list[dict]:
-        text = prompts.fill(
-            prompts.load(__file__, "self_reward_judge.txt"), question=question, response=response
-        )
-        return [{"role": "user", "content": text}]

@@ -11,6 +11,7 @@ import pytest
 from dataflywheel.engine.local import LocalExecutor
 from dataflywheel.engine.runinfo import load_manifest
 from dataflywheel.recipe.validate import validate_file
+from dataflywheel.report import write_report
 from dataflywheel.train.tokenize import sft_features
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,12 @@ def test_sft_lowers_the_loss_and_the_trained_model_serves_later_steps(tmp_path):
     steps = load_manifest(tmp_path / "run")["steps"]
     losses = steps[1]["stats"]["train"]["losses"]
     assert len(losses) == 6 and losses[-1] < losses[0] * 0.7, losses
+    train = steps[1]["stats"]["train"]
+    assert train["train_tokens"] > 0 and train["tokens_per_second"] > 0
+    assert train["gradient_checkpointing"] is False
+    write_report(tmp_path / "run")
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert f"{train['train_tokens']:,} tokens at {train['tokens_per_second']:,.0f}/s" in page
     ckpt = next((tmp_path / "run" / "steps").glob("01-sft-*")) / "checkpoint"
     config = json.loads((ckpt / "config.json").read_text())
     assert "quantization_config" not in config and (ckpt / "model.safetensors").exists()
