@@ -49,3 +49,72 @@ def test_self_reward_samples_judges_and_counts(tmp_path):
     if not any(r["chosen"] for r in out):
         with pytest.raises(FlywheelError, match="none of the 3 rows has a preference pair"):
             recipe(tmp_path, [step, "dpo: {model: policy, output_model: p2, max_steps: 1}"], "run2")
+
+
+@pytest.mark.slow
+def test_self_rewarding_loop_with_the_expected_score_judge(tmp_path, smollm2, shared_data):
+    """M1 -> M2 -> M3 with SmolLM2 judging by its next-token distribution over "0".."5": pairs are made
+    and trained on each round, and the judge's agreement with GPT-4 is measured each round. Round 1's
+    scores and agreement are recomputed with separate calls to the base model."""
+    from dataflywheel.engine.runinfo import load_manifest
+    from dataflywheel.ops.evolve.self_reward import SCORES, judge_prompt
+    from dataflywheel.ops.parsing import expected_score
+
+    prompts = ["Name three primary colors.", "Give a synonym for happy."]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
+    annotations = shared_data / "alpaca_eval" / "annotations_alpaca_eval_gpt4" / "alpaca-7b.json"
+    body = f"""
+        version: 1
+        name: self-rewarding
+        inputs: [{{path: prompts.jsonl}}]
+        models:
+          policy: {{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}}
+        steps:
+          - loop:
+              iterations: 2
+              steps:
+                - self_reward: {{model: policy, n: 2, max_tokens: 24, judge_mode: expected}}
+                - dpo: {{model: policy, output_model: policy, max_steps: 1, batch_size: 2, lr: 0.0005}}
+                - judge_agreement: {{model: policy, data: '{annotations}', limit: 3, judge_mode: expected}}
+        output: {{path: out.jsonl}}
+    """
+    run_recipe(tmp_path, body)
+    manifest = load_manifest(tmp_path / "run")
+    inner = [s for s in manifest["steps"] if s.get("iteration")]
+    rewards = [s for s in inner if s["op"] == "self_reward"]
+    trained = [s for s in inner if s["op"] == "dpo"]
+    assert [s["iteration"] for s in trained] == [1, 2]
+    assert all(s["stats"]["train"]["pairs"] >= 1 for s in trained)  # expected scores rarely tie
+    assert all(s["stats"]["counts"].get("unparsed", 0) == 0 for s in rewards)
+    curve = manifest["steps"][-1]["stats"]["curve"]
+    assert len(curve) == 2 and all(p["judge_agreement.pairs"] == 3 for p in curve)
+
+    # round 1 judged with the base model: recompute its scores and its agreement
+    import pyarrow.parquet as pq
+
+    first = next(s for s in rewards if s["iteration"] == 1)
+    table = pq.read_table(sorted((tmp_path / "run" / first["dir"]).glob("shard-*.parquet")))
+    for row in table.to_pylist():
+        question = row["messages"][0]["content"]
+        convs = [judge_prompt(question, r, "expected") for r in row["self_reward_responses"]]
+        again = [expected_score(lps, range(6)) for lps in smollm2.next_token_logprobs(convs, SCORES)]
+        assert row["self_reward_scores"] == pytest.approx(again, abs=1e-4)
+    rows = json.loads(annotations.read_text())
+    pairs = [r for r in rows if str(r["preference"]) in ("1", "2")][:3]
+    agree = decided = 0
+    for r in pairs:
+        good, bad = (
+            (r["output_1"], r["output_2"]) if str(r["preference"]) == "1" else (r["output_2"], r["output_1"])
+        )
+        lps = smollm2.next_token_logprobs(
+            [
+                judge_prompt(r["instruction"], good, "expected"),
+                judge_prompt(r["instruction"], bad, "expected"),
+            ],
+            SCORES,
+        )
+        s_good, s_bad = (expected_score(lp, range(6)) for lp in lps)
+        decided += s_good != s_bad
+        agree += s_good > s_bad
+    assert curve[0]["judge_agreement.decided"] == decided
+    assert curve[0]["judge_agreement.agreement"] == pytest.approx(agree / decided, abs=1e-4)
