@@ -140,6 +140,8 @@ def _faster(trainer_cls):
                 # the average count instead, every token weighs the same, as in randomly mixed batches.
                 if self.tokens_per_batch is not None:
                     num_items_in_batch = self.tokens_per_batch * self.args.gradient_accumulation_steps
+                if inputs["input_ids"].device.type != "cpu":  # TRL's fused head: Triton, no full logits
+                    return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
                 with self.accelerator.autocast():
                     loss = sft_loss(model, inputs, num_items_in_batch)
                 return (loss, None) if return_outputs else loss
@@ -232,7 +234,8 @@ def sft_loss(model, inputs: dict, num_items_in_batch=None):
     """Next-token cross-entropy over the labelled positions, summed and divided by the batch's labelled
     tokens (over all accumulation steps when given): TRL's SFT loss. The LM head runs only on labelled
     positions; TRL's chunked log-prob kernel (written for GPUs: it recomputes every vocabulary tile in the
-    backward pass and also computes entropy and accuracy for its logs) took 44% of a step on CPU."""
+    backward pass and also computes entropy and accuracy for its logs) took 44% of a step on CPU. Used on
+    CPU; on a GPU TRL's kernel runs (it never holds the labelled positions' full logits)."""
     import torch
     import torch.nn.functional as F
 
