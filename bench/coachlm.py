@@ -18,9 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench.common import SHARED, peak_rss_mib, run
-
-MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
+from bench.common import MODEL, SHARED, peak_rss_mib, run
 
 
 def main() -> None:

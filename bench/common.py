@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The embedded SmolLM2 as a recipe model spec (benchmarks take any other spec where they accept --model)
+MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
 SHARED = Path(os.environ.get("FLYWHEEL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import SHARED, peak_rss_mib, run
+from bench.common import MODEL, SHARED, peak_rss_mib, run
 
 SUBJECTS = {
     "astronomy": "astronomy",
@@ -31,7 +31,6 @@ SUBJECTS = {
     "professional_law": "law",
 }
 TASK = "Name the school subject this exam question belongs to."
-MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
 EMBEDDER = "{backend: sentence-transformers, model: 'embedded:all-minilm-l6-v2', device: cpu}"
 
 

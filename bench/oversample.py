@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import SHARED, peak_rss_mib, run
+from bench.common import MODEL, SHARED, peak_rss_mib, run
 
 SUBJECTS = ("astronomy", "college_physics", "conceptual_physics", "high_school_physics")
-MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
 
 
 def split(rng: np.random.Generator, minority: str, major: int, minor: int, test: int):

@@ -18,9 +18,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench.common import SHARED, peak_rss_mib, run
+from bench.common import MODEL, SHARED, peak_rss_mib, run
 
-MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
 EMBEDDER = "{backend: sentence-transformers, model: 'embedded:all-minilm-l6-v2', device: cpu}"
 
 

@@ -21,9 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import SHARED, alpaca_eval_pairs, peak_rss_mib, run
-
-MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
+from bench.common import MODEL, SHARED, alpaca_eval_pairs, peak_rss_mib, run
 
 
 def main() -> None:

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import SHARED, peak_rss_mib, run
-
-MODEL = "{backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}"
+from bench.common import MODEL, SHARED, peak_rss_mib, run
 
 
 def macro_f1(train_texts, train_labels, test_texts, test_labels) -> float:

@@ -158,7 +158,6 @@ def run_dpo_trl(pairs, out: Path, seed: int, max_length: int) -> dict:
     """TRL's DPOTrainer as its documentation shows it: DPOConfig's defaults but for the shared settings."""
     import torch
     from datasets import Dataset
-    from peft import get_peft_model  # noqa: F401  (PEFT is how TRL applies peft_config)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 

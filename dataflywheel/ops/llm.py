@@ -188,11 +188,16 @@ class LLMTask:
         """Every row's log-probabilities of answering each option next, one list per prompt it asked."""
         convs, owner = self._prompts(rows)
         out: list[list[list[float]]] = [[] for _ in rows]
-        if convs:
-            for r, lps in zip(owner, self.llm().option_logprobs(convs, options), strict=True):
-                self.stats["requests"] += 1
-                out[r].append(lps)
+        for r, lps in zip(owner, self.ask_options_of(convs, options), strict=True):
+            out[r].append(lps)
         return out
+
+    def ask_options_of(self, convs: list[Conversation], options: list[str]) -> list[list[float]]:
+        """Each conversation's log-probabilities of answering each option next (ops asking in stages)."""
+        if not convs:
+            return []
+        self.stats["requests"] += len(convs)
+        return self.llm().option_logprobs(convs, options)
 
 
 class LLMScorer(LLMTask, Scorer):

@@ -116,6 +116,7 @@ def _fit(trainer_cls, model, config, dataset, tok, s: TrainSettings, progress=No
 
 def _faster(trainer_cls):
     """The TRL trainer with batches of similar length and, for SFT, a plain cross-entropy loss."""
+    from trl import SFTTrainer
 
     class Faster(trainer_cls):
         group_by_length = True
@@ -132,7 +133,7 @@ def _faster(trainer_cls):
                 self.tokens_per_batch = labelled / math.ceil(len(lengths) / self.args.train_batch_size)
             return LengthBuckets(lengths, self.args.train_batch_size, self.args.seed)
 
-        if issubclass(trainer_cls, _sft_trainer()):
+        if issubclass(trainer_cls, SFTTrainer):
 
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 # Length buckets make a batch of short rows few tokens and a batch of long rows many: divided
@@ -194,13 +195,9 @@ def _route_plain(model) -> None:
         if not covered or self.get_output_embeddings().weight.device.type != "cpu":
             kw.update(fused_lm_head=fused_lm_head, labels=labels, num_items_in_batch=num_items_in_batch)
             return fused(*args, **kw)
-        kw["use_cache"] = False
-        hidden = self.base_model(*args, **kw).last_hidden_state[:, :-1]
-        labels = labels[:, 1:]
-        mask = labels != -100
-        logits = self.get_output_embeddings()(hidden[mask]).float()
+        logits, target, mask = labelled_logits(self, labels, *args, **kw)
+        logits = logits.float()
         logp = logits.log_softmax(-1)
-        target = labels[mask]
         token_logp = logp.gather(1, target[:, None]).squeeze(1)
         with torch.no_grad():
             entropy = -(logp.exp() * logp).sum(-1)
@@ -224,10 +221,14 @@ def _route_plain(model) -> None:
     model.forward = types.MethodType(forward, model)
 
 
-def _sft_trainer():
-    from trl import SFTTrainer
-
-    return SFTTrainer
+def labelled_logits(causal_lm, labels, *args, **kwargs):
+    """The LM head applied only where a next-token label is set: (logits [N, V], their targets [N], the
+    mask of those positions [B, T-1]). ``causal_lm`` is the *ForCausalLM model (LoRA layers injected)."""
+    kwargs["use_cache"] = False
+    hidden = causal_lm.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+    labels = labels[:, 1:].to(hidden.device)
+    mask = labels != -100
+    return causal_lm.get_output_embeddings()(hidden[mask]), labels[mask], mask
 
 
 def sft_loss(model, inputs: dict, num_items_in_batch=None):
@@ -241,11 +242,8 @@ def sft_loss(model, inputs: dict, num_items_in_batch=None):
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     kwargs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    hidden = base.base_model(**kwargs, use_cache=False).last_hidden_state[:, :-1]
-    labels = inputs["labels"][:, 1:].to(hidden.device)
-    mask = labels != -100
-    logits = base.get_output_embeddings()(hidden[mask])
-    total = F.cross_entropy(logits.float(), labels[mask], reduction="sum")
+    logits, target, mask = labelled_logits(base, inputs["labels"], **kwargs)
+    total = F.cross_entropy(logits.float(), target, reduction="sum")
     count = num_items_in_batch if num_items_in_batch is not None else mask.sum()
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 

@@ -64,7 +64,7 @@ def judge_responses(op: LLMTask, items: list[tuple[str, str]], mode: str, judgem
     failed judgements are counted in ``op.stats`` (``unparsed``, ``failed``) by the ask, or here."""
     convs = [judge_prompt(q, r, mode) for q, r in items]
     if mode == "expected":
-        scores = [expected_score(lps, range(6)) if lps else None for lps in _options(op, convs)]
+        scores = [expected_score(lps, range(6)) if lps else None for lps in op.ask_options_of(convs, SCORES)]
         op.stats["unparsed"] += scores.count(None)
         return scores
     sampling = op.sampling().model_copy(update={"n": judgements, "max_tokens": max_tokens})
@@ -73,13 +73,6 @@ def judge_responses(op: LLMTask, items: list[tuple[str, str]], mode: str, judgem
         got = [v["score"] for v in reply.values]
         scores.append(float(np.mean(got)) if got else None)
     return scores
-
-
-def _options(op: LLMTask, convs: list[list[dict]]) -> list[list[float]]:
-    if not convs:
-        return []
-    op.stats["requests"] += len(convs)
-    return op.llm().option_logprobs(convs, SCORES)
 
 
 class SelfReward(LLMTask, Mapper):
