@@ -341,6 +341,35 @@ def drops(
 
 
 @app.command()
+def lineage(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+    row_id: str = typer.Argument(..., help="the id of any row the run wrote (output, step shard)"),
+) -> None:
+    """Where a row came from: the row, its parents, theirs, back to the input rows, with the step, loop
+    iteration and model that made each."""
+    from dataflywheel.engine.lineage import RowIndex
+
+    try:
+        path = RowIndex(run_dir).trace(row_id)
+    except FlywheelError as e:
+        _fail(e)
+    view = Table(title=f"lineage of {row_id}: {len(path)} row(s)")
+    for col in ("depth", "id", "origin", "iteration", "model", "made at", "text"):
+        view.add_column(col, overflow="fold")
+    for a in path:
+        view.add_row(
+            str(a.depth),
+            a.id,
+            a.origin or "(not in this run)",
+            str(a.iteration),
+            a.model or "",
+            a.step,
+            a.text[:80],
+        )
+    console.print(view)
+
+
+@app.command()
 def calibrate(
     data: Path = typer.Argument(..., help="a dataset with a score column and a label column"),
     score: list[str] = typer.Option(..., "--score", help="score column (repeat for several)"),

@@ -26,7 +26,7 @@ from dataflywheel.data import schema as S
 from dataflywheel.engine import fingerprint as fp
 from dataflywheel.engine.kernels import budget_shares, pass_through, with_columns
 from dataflywheel.engine.results import RunLock, RunResult, StepResult
-from dataflywheel.engine.trained import register_trained
+from dataflywheel.engine.trained import previous_models, register_trained
 
 __all__ = ["Executor", "RunResult", "StepResult"]
 from dataflywheel.engine.manifest import Manifest
@@ -150,7 +150,7 @@ class Executor:
             seed=seed,
             step=op.ctx.step,
             iteration=iteration,
-            models=models,
+            models={**models, **previous_models(models, iteration)} if iteration else models,
             base_dir=str(self.recipe.base_dir),
         )
 
@@ -201,18 +201,32 @@ class Executor:
         for it in range(1, p.iterations + 1):
             feed = prev if p.data == "initial" else last
             metrics: dict[str, float] = {}
+            spent = {"tokens": 0, "cost": 0.0, "seconds": 0.0}  # what the round cost (kept across resumes)
             for j, op in enumerate(loop.body, start=1):
                 self.check_budget()
                 op.ctx = self._context(op, models, iteration=it)
-                feed = self._run_step(op, feed, models, where=folder / f"iter-{it:02d}", index=j)
+                feed = self._run_step(op, feed, op.ctx.models, where=folder / f"iter-{it:02d}", index=j)
                 register_trained(op, feed, models)
                 manifest.step_finished(feed)
                 results.append(feed)
+                spent["seconds"] += feed.seconds or 0.0
+                for usage in feed.stats.get("models", {}).values():
+                    spent["tokens"] += usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+                    spent["cost"] += usage.get("cost", 0.0)
                 for key, value in feed.stats.get("metrics", {}).items():
                     if isinstance(value, int | float) and not isinstance(value, bool):
                         metrics[f"{op.name}.{key}"] = value
             last = feed
-            curve.append({"iteration": it, "rows": last.rows_out, **metrics})
+            curve.append(
+                {
+                    "iteration": it,
+                    "rows": last.rows_out,
+                    "tokens": spent["tokens"],
+                    "cost": round(spent["cost"], 6),
+                    "seconds": round(spent["seconds"], 3),
+                    **metrics,
+                }
+            )
             if p.until is not None and p.until.reached(metrics.get(p.until.metric)):
                 stopped = "until"
                 break
@@ -339,7 +353,10 @@ class Executor:
         if handler is None:
             raise FlywheelError(f"step {op.ctx.step} ({op.name}): no executor handles kind '{op.kind}'")
         handler(op, inputs, store, result)
-        used = {n: models[n] for n in op.model_refs().values() if models and n in models}
+        used: dict = {}  # one entry per model object (policy@previous may be policy itself)
+        for n in op.model_refs().values():
+            if models and n in models and all(m is not models[n] for m in used.values()):
+                used[n] = models[n]
         return self._finish(result, store, start, rows_in=prev.rows_out, usage_before=before, models=used)
 
     def handlers(self) -> dict[str, Callable]:

@@ -22,6 +22,29 @@ def register_trained(op: Op, result: StepResult, models: dict) -> None:
     models[name] = model
 
 
+def previous_models(models: dict, iteration: int) -> dict:
+    """``name@previous`` for every model in loop round ``iteration``: the checkpoint the round started
+    from (``name@{iteration - 1}``, or ``name@0`` in round 1 once the round has trained it), or the model
+    itself when the round has not replaced it (yet)."""
+    out = {}
+    for name, model in models.items():
+        if "@" not in name:
+            out[f"{name}@previous"] = models.get(f"{name}@{iteration - 1}", model)
+    return out
+
+
+def checkpoint_name(name: str, models: dict) -> str:
+    """The name that pins down which checkpoint ``name`` is now: ``policy@1`` when round 1's checkpoint is
+    the current ``policy``, else the name itself."""
+    model = models.get(name)
+    rounds = [
+        int(k.rsplit("@", 1)[1])
+        for k, m in models.items()
+        if m is model and k.startswith(f"{name}@") and k.rsplit("@", 1)[1].isdigit()
+    ]
+    return f"{name}@{max(rounds)}" if rounds else name
+
+
 def trained_model(op: Trainer, result: StepResult, models: dict):
     """The checkpoint a trainer step saved, as a named model for the steps after it."""
     from dataflywheel.models.client import Model

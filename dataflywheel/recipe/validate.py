@@ -175,6 +175,19 @@ def _check_models(
     for param, model in op.model_refs().items():
         if param == "output_model":
             continue
+        if model.endswith("@previous"):
+            if not in_loop:
+                problems.append(
+                    Problem(
+                        f"'{model}' is the checkpoint a loop round started from: only steps inside a loop "
+                        "can name it",
+                        where,
+                        name,
+                        param,
+                    )
+                )
+                continue
+            model = model.removesuffix("@previous")
         problem = _model_problem(recipe, op, param, model, produced)
         if problem:
             problems.append(Problem(problem, where, name, param))

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from dataflywheel.data import schema as S
+from dataflywheel.engine.lineage import RowIndex, row_text
 from dataflywheel.engine.store import StepStore
 
 MAX_SCORES = 48  # score columns shown as histograms
@@ -51,6 +52,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "drop_examples": _drop_examples(steps),
         "evals": _evals(steps),
         "trainings": [s for s in steps if "train" in s.get("stats", {})],
+        "lineage": _lineage(run_dir, data_steps),
     }
 
 
@@ -59,6 +61,17 @@ def _final_ids(step: dict) -> set[str]:
     for shard in StepStore(step["abs_dir"]).shards():
         ids.update(pq.read_table(shard, columns=[S.ID]).column(S.ID).to_pylist())
     return ids
+
+
+def _lineage(run_dir: Path, data_steps: list[dict], shown: int = 3) -> list[list[dict]]:
+    """The lineage of a few output rows that were generated, the deepest first (most generations)."""
+    if not data_steps or not any(s.get("kind") == "generator" for s in data_steps):
+        return []
+    index = RowIndex(run_dir)
+    made = [i for i in _final_ids(data_steps[-1]) if (index.rows.get(i) or {}).get(S.PARENTS)]
+    paths = [index.trace(i) for i in sorted(made)[:200]]
+    paths.sort(key=lambda p: (-max(a.depth for a in p), p[0].id))
+    return [[vars(a) for a in p] for p in paths[:shown]]
 
 
 def _is_number(t: pa.DataType) -> bool:
@@ -111,13 +124,6 @@ def _scores(steps: list[dict], final_ids: set[str] | None) -> list[dict]:
     return out
 
 
-def _row_text(row: dict, limit: int = 160) -> str:
-    msgs = row.get(S.MESSAGES) or row.get(S.PROMPT) or []
-    users = [m["content"] for m in msgs if m and m.get("role") == "user" and m.get("content")]
-    text = S.norm_text(users[0] if users else (msgs[0]["content"] if msgs else ""))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _embedding_map(steps: list[dict], final_ids: set[str] | None) -> dict | None:
     """PCA of a sample of the first embedding column: the pool it was computed on against the kept rows."""
     for step in steps:
@@ -150,7 +156,7 @@ def _embedding_map(steps: list[dict], final_ids: set[str] | None) -> dict | None
             continue
         part = table.take(pa.array(here))
         vectors.append(np.asarray(part.column(column).to_pylist(), dtype=np.float32))
-        texts.extend(_row_text(r) for r in part.select(text_cols).to_pylist())
+        texts.extend(row_text(r) for r in part.select(text_cols).to_pylist())
     if not vectors:
         return None
     x = np.concatenate(vectors)
@@ -250,7 +256,7 @@ def _drop_examples(steps: list[dict], per_reason: int = 3) -> list[dict]:
                 continue
             seen[rec["reason"]] = n + 1
             try:
-                text = _row_text(orjson.loads(rec["row"]))
+                text = row_text(orjson.loads(rec["row"]))
             except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
                 text = (rec["row"] or "")[:160]
             out.append(

@@ -209,6 +209,26 @@ def _eval_section(d: dict) -> str:
     return html or "<p>This run has no training or evaluation step.</p>"
 
 
+def _lineage_section(d: dict) -> str:
+    """Output rows a generator made, each traced back through its parents to the input rows."""
+    paths = d.get("lineage") or []
+    if not paths:
+        return ""
+    html = (
+        "<p>Output rows a generator made, each with every ancestor down to the input rows it descends from "
+        "(depth 0: the row; 1: its parents, ...). <code>flywheel lineage RUN_DIR ROW_ID</code> traces any "
+        "row.</p>"
+    )
+    for path in paths:
+        rows = [
+            [a["depth"], escape(a["id"]), escape(a["origin"] or "(not in this run)"), a["iteration"],
+             escape(a["model"] or ""), escape(a["step"]), escape(a["text"])]
+            for a in path
+        ]  # fmt: skip
+        html += _table(["depth", "id", "origin", "iteration", "model", "made at", "text"], rows)
+    return html
+
+
 def _loop_curves(steps: list[dict]) -> str:
     """Each loop's value curve: every metric its evaluators reported, round by round."""
     html = ""
@@ -222,9 +242,13 @@ def _loop_curves(steps: list[dict]) -> str:
             f"<h3>Loop (step {s['index']}): {len(curve)} iteration(s), stopped by {escape(str(stopped))}</h3>"
         )
         html += _table(["iteration", *keys], [[p["iteration"], *[p.get(k) for k in keys]] for p in curve])
-        for key in keys:
-            if key == "rows":
-                continue
+        # a chart for each evaluator's headline metric (its first: nll, win_rate, agreement, ...) and
+        # for the round's tokens; the table above holds every count
+        headline = list(dict.fromkeys(k.split(".")[0] for k in keys if "." in k))
+        charted = [next(k for k in keys if k.startswith(f"{op}.")) for op in headline]
+        if any(p.get("tokens") for p in curve):
+            charted.append("tokens")
+        for key in charted:
             pts = [(p["iteration"], p.get(key), "") for p in curve]
             chart = svg.lines({key: pts}, f"{key} by iteration", "iteration", key, f"loop:{s['index']}:{key}")
             html += f'<figure class="plot">{chart}</figure>'
@@ -238,6 +262,7 @@ def render(d: dict) -> str:
         ("scores", "Score distributions", _scores_section(d)),
         ("map", "Pool and selection on the embedding map", _map_section(d)),
         ("generated", "Generated against seed data", _generated_section(d)),
+        ("lineage", "Lineage of generated rows", _lineage_section(d)),
         ("usage", "Time, tokens and cost per step", _usage_section(d)),
         ("evaluation", "Training and evaluation", _eval_section(d)),
     ]

@@ -3,6 +3,7 @@ early stopping, and recipe validation of the loop's steps."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import textwrap
 
@@ -160,3 +161,68 @@ def test_a_real_model_evolves_round_by_round(tmp_path):
     curve = result.steps[-1].stats["curve"]
     assert len(curve) == 2 and all(p["eval_nll.nll"] > 0 for p in curve)
     assert curve[0]["eval_nll.nll"] != curve[1]["eval_nll.nll"]  # round 2's policy is another model
+
+
+def test_previous_names_the_checkpoint_a_round_started_from(tmp_path):
+    from dataflywheel.engine.trained import previous_models
+
+    base, one, two = object(), object(), object()
+    # round 1 before its trainer ran: policy itself; after: policy@0, the model before the loop
+    assert previous_models({"policy": base}, 1)["policy@previous"] is base
+    assert previous_models({"policy": one, "policy@0": base, "policy@1": one}, 1)["policy@previous"] is base
+    # round 2 after its trainer: round 1's checkpoint; a model no round trains is itself
+    got = previous_models({"policy": two, "policy@0": base, "policy@1": one, "policy@2": two, "j": base}, 2)
+    assert got == {"policy@previous": one, "j@previous": base}
+
+    models = "models: {policy: {backend: hf, model: 'embedded:smollm2-135m-instruct'}}"
+    judge = "eval_judge: {model: policy, against: policy@previous, judge: policy, data: x.jsonl}"
+    inside = f"- loop: {{iterations: 2, steps: [sft: {{model: policy, output_model: policy}}, {judge}]}}\n"
+    assert problems_of(tmp_path, inside, models) == []
+    assert any(
+        "'policy@previous' is the checkpoint a loop round started from" in p
+        for p in problems_of(tmp_path, f"- {judge}\n", models)
+    )
+    unknown = inside.replace("against: policy@previous", "against: other@previous")
+    assert any("model 'other' is not declared" in p for p in problems_of(tmp_path, unknown, models))
+
+
+def test_lineage_traces_a_row_through_every_round_to_its_input_row(tmp_path):
+    from typer.testing import CliRunner
+
+    from dataflywheel.cli import app
+    from dataflywheel.engine.lineage import RowIndex
+
+    newest_first = """
+    - loop:
+        iterations: 3
+        steps:
+          - test_paraphrase: {budget: {rows: 1}}
+          - sort: {by: iteration, descending: true}
+          - head: {n: 2}
+    """
+    run(make_recipe(tmp_path, newest_first, n=4, shard_size=10), tmp_path / "run")
+    index = RowIndex(tmp_path / "run")
+    deepest = max(sorted(index.rows), key=lambda i: len(index.trace(i)))
+    path = index.trace(deepest)
+    text = path[0].text
+    hops = text.count("Rephrased: ")
+    assert hops == 3  # each round paraphrased the row the round before made
+    # one ancestor per paraphrase, each made one round earlier, ending at an input row
+    assert [a.depth for a in path] == list(range(hops + 1))
+    assert [a.origin for a in path] == ["test_paraphrase"] * hops + [path[-1].origin]
+    assert path[-1].step == "00 read" and path[-1].iteration == 0 and not path[-1].parents
+    iterations = [a.iteration for a in path[:-1]]
+    assert iterations == sorted(iterations, reverse=True) and len(set(iterations)) == hops
+    for child, parent in itertools.pairwise(path):
+        assert child.parents == [parent.id]
+        assert child.text == "Rephrased: " + parent.text
+    assert path[0].step.endswith(f"test_paraphrase @{path[0].iteration}")
+
+    got = CliRunner().invoke(app, ["lineage", str(tmp_path / "run"), deepest], env={"COLUMNS": "200"})
+    assert got.exit_code == 0 and f"{hops + 1} row(s)" in got.output and path[-1].id in got.output
+    got = CliRunner().invoke(app, ["lineage", str(tmp_path / "run"), "nope"])
+    assert got.exit_code == 1 and "no row with id 'nope'" in got.output
+
+    # the report traces a few generated output rows the same way
+    html = write_report(tmp_path / "run").read_text()
+    assert "Lineage of generated rows" in html and path[-1].id in html

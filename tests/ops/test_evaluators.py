@@ -85,6 +85,75 @@ def test_failed_candidate_answers_are_excluded(tmp_path):
     assert got["failed_answers"] == 1 and got["judged"] == 5 and got["wins"] == 5
 
 
+def against_op(tmp_path, judge: ScriptedBackend, against=lambda c: "BAD " + c[-1]["content"], **params):
+    rows = [{"instruction": f"q{i}", "output": f"reference {i}"} for i in range(6)]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = context(
+        cand=ScriptedBackend(default=candidate_says_good), old=ScriptedBackend(default=against), judge=judge
+    )
+    ctx.base_dir = str(tmp_path)
+    params = {"model": "cand", "judge": "judge", "data": "eval.jsonl", "against": "old", **params}
+    return registry.get("eval_judge")(params, ctx)
+
+
+def test_pairwise_against_another_models_answers(tmp_path):
+    judge = ScriptedBackend(default=prefers_good)
+    got = against_op(tmp_path, judge).evaluate()
+    assert got["wins"] == 6 and got["win_rate"] == 1.0 and got["failed_against_answers"] == 0
+    # the references never reach the judge: the other model's answers stand in for them
+    assert judge.calls and not any("reference" in c[-1]["content"] for c in judge.calls)
+    assert all("BAD q" in c[-1]["content"] for c in judge.calls)
+    # an answer the other model failed to give leaves its row unjudged, and counted
+    silent_on_q2 = lambda c: None if "q2" in c[-1]["content"] else "x"  # noqa: E731
+    got = against_op(tmp_path, ScriptedBackend(default=prefers_good), against=silent_on_q2).evaluate()
+    assert got["failed_against_answers"] == 1 and got["judged"] == 5 and got["excluded"] == 1
+
+
+def letter_judge(p_good: float, biased: float | None = None):
+    """Next-token log-probabilities over A and B: the GOOD answer's letter gets ``p_good``, or letter A
+    always gets ``biased`` (a judge with position bias only)."""
+
+    def options(conv, letters):
+        assert letters == ["A", "B"]
+        text = conv[-1]["content"]
+        assert text.rstrip().endswith("Reply with the single letter A or B.")
+        if biased is not None:
+            p_a = biased
+        else:
+            a = text.split("Answer A:")[1].split("Answer B:")[0]
+            p_a = p_good if "GOOD" in a else 1 - p_good
+        return [math.log(p_a), math.log(1 - p_a)]
+
+    return ScriptedBackend(option_logprobs=options)
+
+
+def test_letter_verdicts_from_the_judges_next_token(tmp_path):
+    got = against_op(tmp_path, letter_judge(0.7), verdict="logprobs").evaluate()
+    assert got["wins"] == 6 and got["win_rate"] == 1.0 and got["preference"] == pytest.approx(0.7)
+    assert got["unparsed_verdicts"] == 0 and got["judged"] == 6
+    # a judge that always says A: every pair is inconsistent (a tie), and its preference is 0.5
+    got = against_op(tmp_path, letter_judge(0, biased=0.9), verdict="logprobs").evaluate()
+    assert got["ties"] == 6 and got["win_rate"] == 0.5 and got["preference"] == pytest.approx(0.5)
+
+    # a candidate worse in one order only: 0.6 for it as A, 0.3 as B -> a tie, preference 0.45
+    def uneven(conv, letters):
+        a_is_good = "GOOD" in conv[-1]["content"].split("Answer A:")[1].split("Answer B:")[0]
+        p_a = 0.6 if a_is_good else 0.7
+        return [math.log(p_a), math.log(1 - p_a)]
+
+    got = against_op(tmp_path, ScriptedBackend(option_logprobs=uneven), verdict="logprobs").evaluate()
+    assert got["ties"] == 6 and got["preference"] == pytest.approx((0.6 + 0.3) / 2)
+    # no mass on either letter is no verdict: excluded and counted
+    dead = ScriptedBackend(option_logprobs=lambda c, o: [float("-inf"), float("-inf")])
+    got = against_op(tmp_path, dead, verdict="logprobs").evaluate()
+    assert got["judged"] == 0 and got["unparsed_verdicts"] == 6 and math.isnan(got["win_rate"])
+
+
+def test_against_and_letter_verdicts_are_pairwise_only(tmp_path):
+    with pytest.raises(ValueError, match="apply to mode: pairwise"):
+        against_op(tmp_path, letter_judge(0.7), mode="single")
+
+
 def test_judge_decodes_greedily_with_mt_bench_budget(tmp_path):
     op, _ = judge_op(tmp_path, prefers_good)
     assert op.sampling().max_tokens == 2048 and op.sampling().temperature == 0

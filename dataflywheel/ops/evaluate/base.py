@@ -22,8 +22,10 @@ def eval_rows(op: Evaluator) -> list[dict]:
     return rows[: op.params.limit] if op.params.limit else rows
 
 
-def answers(op: Evaluator, rows: list[dict]) -> list[str | None]:
-    """The candidate's greedy answers to each row's prompt (the conversation without its last answer)."""
+def answers(op: Evaluator, rows: list[dict], model: str | None = None) -> list[str | None]:
+    """The candidate's (or ``model``'s) greedy answers to each row's prompt (the conversation without its
+    last answer)."""
     prompts = [S.prompt_of(r[S.MESSAGES]) for r in rows]
-    results = op.ctx.model(op.params.model).chat(prompts, Sampling(max_tokens=op.params.max_tokens))
+    llm = op.ctx.model(model or op.params.model)
+    results = llm.chat(prompts, Sampling(max_tokens=op.params.max_tokens))
     return [r.text if r.error is None else None for r in results]

@@ -1,0 +1,98 @@
+"""recipes/flywheel.yaml on the real SmolLM2: each iteration's data is made by the policy the iteration
+before trained, the value curve holds every iteration's metrics and cost, any output row traces back to
+its seed tasks, and round 2's win rate against round 1's policy is recomputed from the two checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_the_flywheel_recipe_feeds_each_round_the_model_the_round_before_trained(shipped_runs, smollm2):
+    from dataflywheel.data import io
+    from dataflywheel.data import schema as S
+    from dataflywheel.engine.lineage import RowIndex
+    from dataflywheel.models.base import Sampling
+    from dataflywheel.models.hf import HFBackend
+    from dataflywheel.ops import prompts
+    from dataflywheel.ops.evaluate import judge as judge_module
+    from dataflywheel.report import write_report
+
+    run_dir, result = shipped_runs["flywheel"]
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    inner = [s for s in manifest["steps"] if s.get("iteration")]
+    by = {(s["op"], s["iteration"]): s for s in inner}
+
+    # round 1 generates with the declared policy, round 2 with round 1's checkpoint, and says so
+    def made_by(it: int) -> set[str]:
+        shards = sorted((run_dir / by[("self_instruct", it)]["dir"]).glob("shard-*.parquet"))
+        return set(pq.read_table(shards, columns=["origin_model"]).column(0).to_pylist())
+
+    assert made_by(1) == {"policy"} and made_by(2) == {"policy@1"}
+
+    # the value curve: both rounds, each with its held-out loss, its win rate against the round before
+    # and what the round cost (tokens from the step records, seconds)
+    curve = manifest["steps"][-1]["stats"]["curve"]
+    assert [p["iteration"] for p in curve] == [1, 2]
+    for p in curve:
+        steps = [s for s in inner if s["iteration"] == p["iteration"]]
+        tokens = sum(
+            u["prompt_tokens"] + u["completion_tokens"]
+            for s in steps
+            for u in s["stats"].get("models", {}).values()
+        )
+        assert p["tokens"] == tokens > 0 and p["seconds"] > 0
+        assert p["eval_nll.nll"] > 0 and p["eval_judge.judged"] + p["eval_judge.excluded"] == 4
+        assert p["rows"] == by[("head", p["iteration"])]["rows_out"]
+
+    # round 2's judgement, recomputed: policy@2's and policy@1's greedy answers to the first 4 held-out
+    # prompts, judged by the frozen base model's next-token letters in both orders
+    def checkpoint(it: int) -> HFBackend:
+        return HFBackend(str(run_dir / by[("sft", it)]["dir"] / "checkpoint"), device="cpu")
+
+    rows = io.read_all(str(ROOT / "examples" / "demo_heldout.jsonl")).rows[:4]
+    questions = [S.prompt_of(r[S.MESSAGES]) for r in rows]
+    new, old = checkpoint(2), checkpoint(1)
+    greedy = Sampling(max_tokens=32)
+    a_new = [r.completions[0].text for r in new.chat(questions, greedy)]
+    a_old = [r.completions[0].text for r in old.chat(questions, greedy)]
+    template = prompts.load(judge_module.__file__, "judge_pairwise_letter.txt")
+    prefs, outcomes = [], []
+    for q, x, y in zip(questions, a_new, a_old, strict=True):
+        text = q[-1]["content"]
+        convs = [
+            [{"role": "user", "content": prompts.fill(template, question=text, answer_a=x, answer_b=y)}],
+            [{"role": "user", "content": prompts.fill(template, question=text, answer_a=y, answer_b=x)}],
+        ]
+        (a1, b1), (a2, b2) = smollm2.next_token_logprobs(convs, ["A", "B"])
+        first = math.exp(a1) / (math.exp(a1) + math.exp(b1))
+        second = math.exp(b2) / (math.exp(a2) + math.exp(b2))
+        prefs.append((first + second) / 2)
+        verdicts = ("A" if first > 0.5 else "B", "B" if second > 0.5 else "A")
+        outcomes.append(judge_module.pairwise_outcome(*verdicts))
+    metrics = by[("eval_judge", 2)]["stats"]["metrics"]
+    assert metrics["preference"] == pytest.approx(sum(prefs) / 4, abs=1e-3)
+    assert (metrics["wins"], metrics["ties"], metrics["losses"]) == tuple(
+        outcomes.count(o) for o in ("win", "tie", "loss")
+    )
+
+    # every output row traces back to seed tasks it was shown
+    seed_file = ROOT / "examples" / "seed_tasks.jsonl"
+    seeds = {json.loads(line)["id"] for line in seed_file.read_text().splitlines()}
+    index = RowIndex(run_dir)
+    out = [json.loads(line) for line in Path(manifest["output"]["path"]).read_text().splitlines()]
+    assert out
+    for row in out:
+        path = index.trace(row["id"])
+        assert path[0].origin == "self_instruct" and path[0].iteration == 2
+        assert {a.id for a in path[1:]} <= seeds and all(a.step == "00 read" for a in path[1:])
+    html = write_report(run_dir).read_text()
+    assert "Lineage of generated rows" in html and 'data-chart="loop:1:eval_judge.win_rate"' in html
