@@ -526,6 +526,7 @@ class Executor:
         if metrics_path.exists():
             metrics = orjson.loads(metrics_path.read_bytes())
         else:
+            op.inputs = inputs  # an evaluator without a data file measures the rows that reach it
             metrics = op.evaluate()
             atomic_write_json(metrics_path, metrics)
         result.stats["metrics"] = metrics

@@ -70,6 +70,9 @@ REGISTRY: dict[str, str] = {
     "evol_instruct": "dataflywheel.ops.synthesize.evol_instruct:EvolInstruct",
     "knowledge_guided": "dataflywheel.ops.synthesize.knowledge_guided:KnowledgeGuided",
     "magpie": "dataflywheel.ops.synthesize.magpie:Magpie",
+    "synpo_prompter": "dataflywheel.ops.synthesize.synpo:SynPOPrompter",
+    "synpo_improver": "dataflywheel.ops.synthesize.synpo:SynPOImprover",
+    "synpo_pairs": "dataflywheel.ops.synthesize.synpo:SynPOPairs",
     "magpie_tag": "dataflywheel.ops.synthesize.magpie_tag:MagpieTag",
     # train
     "sft": "dataflywheel.ops.train.sft:SFT",

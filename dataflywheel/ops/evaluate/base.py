@@ -12,13 +12,24 @@ from dataflywheel.ops.base import Evaluator, ModelRef, OpParams
 
 class EvalParams(OpParams):
     model: str = ModelRef(description="the model to evaluate (declared, or trained by an earlier step)")
-    data: str = Field(description="eval set file (any supported format); relative to the recipe")
+    data: str | None = Field(
+        None,
+        description="eval set file (any supported format; relative to the recipe); unset: the rows that "
+        "reach this step (an evolved set made by an earlier step)",
+    )
     limit: int | None = Field(None, ge=1, description="evaluate only the first rows")
     max_tokens: int = Field(256, ge=1, description="answer length for generated answers")
 
 
 def eval_rows(op: Evaluator) -> list[dict]:
-    rows = io.read_all(op.ctx.path(op.params.data)).rows
+    """The eval set: the ``data`` file, or the rows that reach the step (the engine sets ``op.inputs``)."""
+    if op.params.data is None:
+        import pyarrow.parquet as pq
+
+        shards = getattr(op, "inputs", None) or []
+        rows = [r for shard in shards for r in pq.read_table(shard).to_pylist()]
+    else:
+        rows = io.read_all(op.ctx.path(op.params.data)).rows
     return rows[: op.params.limit] if op.params.limit else rows
 
 

@@ -28,6 +28,7 @@ from dataflywheel.ops.llm import LLMTask
 
 
 class AgreementParams(EvalParams):
+    data: str = Field(description="preference pairs with a reference judge's choice (AlpacaEval annotations)")
     judgements: int = Field(3, ge=1, description="judgements averaged per answer (generate mode)")
     temperature: float = Field(0.7, ge=0, description="judge sampling temperature (generate mode)")
     judge_max_tokens: int = Field(160, ge=1, description="tokens per judgement at most")

@@ -96,3 +96,113 @@ def test_a_separate_verifier_and_no_prefilter():
     made = list(op.generate(seeds()))
     assert [r[S.PARENTS] for r in made] == [["s0"]]
     assert not any(c[-1]["content"].startswith("Check a test item") for c in gen.calls)
+
+
+def probe_agents(verifier_accepts_everything=False):
+    """Probes: the generator asks "[op] about sN?" answered "RIGHT-sN", the option model writes
+    "WRONG-sN"; the verifier accepts RIGHT answers and rejects WRONG ones (or accepts everything)."""
+
+    def reply(conv):
+        text = conv[-1]["content"]
+        seed = "s0" if "Tom" in text else "s1"
+        if text.startswith("You write new test items"):
+            op = next(o for o in ("stated in the problem", "how to solve", "does not state") if o in text)
+            return f"Question: [{op}] about {seed}?\nAnswer: RIGHT-{seed}\nmore text"
+        if text.startswith("Here is a math word problem"):
+            return f"Wrong answer: WRONG-{seed}"
+        if text.startswith("Check an answer"):
+            proposed = text.split("Proposed answer: ")[1].split("\n")[0]
+            ok = verifier_accepts_everything or proposed.startswith("RIGHT")
+            return "Judgement: yes" if ok else "Judgement: no"
+        raise AssertionError(f"unexpected prompt: {text[:60]}")
+
+    return ScriptedBackend(default=reply)
+
+
+def test_sub_ability_probes_are_two_way_choices_verified_twice():
+    from dataflywheel.evaluate.tasks import choice_letter
+
+    lm = probe_agents()
+    ops = ["retrieval", "planning", "knowledge"]
+    op = EvolveEval({"model": "m", "operations": ops, "prefilter": False}, ctx=context(m=lm))
+    made = list(op.generate(seeds()))
+    assert sorted((r[S.PARENTS][0], r["evolve_op"]) for r in made) == sorted(
+        (s, o) for s in ("s0", "s1") for o in ops
+    )
+    letters = []
+    for r in made:
+        ask, answer = r[S.MESSAGES][0]["content"], r[S.MESSAGES][1]["content"]
+        seed = r[S.PARENTS][0]
+        assert ask.startswith(dict((s, q) for s, q, _ in SEEDS)[seed])  # the problem, then the probe
+        assert ask.rstrip().endswith("Answer with A or B.")
+        letter = choice_letter(answer)
+        letters.append(letter)
+        right = ask.split(f"\n{letter}) ")[1].split("\n")[0]
+        assert right == f"RIGHT-{seed}"  # only the answer's first line, and at the letter it names
+        other = "B" if letter == "A" else "A"
+        assert ask.split(f"\n{other}) ")[1].split("\n")[0] == f"WRONG-{seed}"
+    assert set(letters) == {"A", "B"}  # the right answer's place varies with the seed and probe
+    assert all(op.stats[f"made:{o}"] == 2 for o in ops)
+    # each probe was verified twice: its right answer, then its wrong option
+    checks = [c[-1]["content"] for c in lm.calls if c[-1]["content"].startswith("Check an answer")]
+    assert len(checks) == 12 and sum("Proposed answer: WRONG" in c for c in checks) == 6
+
+    # a verifier that also accepts the wrong option cannot tell them apart: nothing is kept
+    op = EvolveEval(
+        {"model": "m", "operations": ["planning"], "prefilter": False},
+        ctx=context(m=probe_agents(verifier_accepts_everything=True)),
+    )
+    assert list(op.generate(seeds())) == [] and op.stats["wrong_option_accepted:planning"] == 2
+
+
+def test_accuracy_by_evolve_op_on_the_rows_that_reach_the_step(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dataflywheel.ops import registry
+    from dataflywheel.ops.evolve.evolve_eval import probe_row
+
+    rows = [
+        {
+            S.ID: "s0",
+            S.MESSAGES: [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "#### 7"}],
+        },
+        {
+            S.ID: "s1",
+            S.MESSAGES: [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "#### 12"}],
+        },
+        {
+            S.ID: "p0",
+            S.MESSAGES: [{"role": "user", "content": "q0 para"}, {"role": "assistant", "content": "#### 7"}],
+            "evolve_op": "paraphrase",
+        },
+        {S.ID: "k0", S.MESSAGES: probe_row("q0", "which?", "right", "wrong", "k0"), "evolve_op": "knowledge"},
+        {
+            S.ID: "k1",
+            S.MESSAGES: probe_row("q1", "which?", "right", "wrong", "k1x"),
+            "evolve_op": "knowledge",
+        },
+    ]
+    pq.write_table(io.rows_to_table(rows), tmp_path / "shard-00000.parquet")
+    want = {r[S.ID]: r[S.MESSAGES][1]["content"] for r in rows}
+
+    def candidate(conv):  # right on both seeds and on k0 only; wrong on the paraphrase
+        q = conv[-1]["content"]
+        if q == "q0":
+            return "7"
+        if q == "q1":
+            return "The answer is 12."
+        if q.startswith("q0 para"):
+            return "8"
+        key = "k0" if q.startswith("q0") else "k1"
+        right = want[key][-3]
+        return f"The answer is ({right if key == 'k0' else ('B' if right == 'A' else 'A')})."
+
+    op = registry.get("eval_accuracy")(
+        {"model": "m", "task": "auto", "by": "evolve_op"}, context(m=ScriptedBackend(default=candidate))
+    )
+    op.inputs = [tmp_path / "shard-00000.parquet"]
+    got = op.evaluate()
+    assert got["rows"] == 5 and got["accuracy"] == 0.6
+    assert (got["accuracy:original"], got["rows:original"]) == (1.0, 2)
+    assert (got["accuracy:paraphrase"], got["rows:paraphrase"]) == (0.0, 1)
+    assert (got["accuracy:knowledge"], got["rows:knowledge"]) == (0.5, 2)
