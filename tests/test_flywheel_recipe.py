@@ -96,3 +96,43 @@ def test_the_flywheel_recipe_feeds_each_round_the_model_the_round_before_trained
         assert {a.id for a in path[1:]} <= seeds and all(a.step == "00 read" for a in path[1:])
     html = write_report(run_dir).read_text()
     assert "Lineage of generated rows" in html and 'data-chart="loop:1:eval_judge.win_rate"' in html
+
+
+@pytest.mark.slow
+def test_the_flywheel_killed_mid_iteration_resumes_to_the_same_output(shipped_runs, tmp_path):
+    """kill -9 while iteration 2 trains, then the same command again: iteration 1 and iteration 2's
+    finished steps are reused, the rest is computed, and the output is byte-identical to the shipped
+    recipe's uninterrupted run (the call cache of this test session replays its model calls)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    reference, _ = shipped_runs["flywheel"]
+    recipe = ROOT / "recipes" / "flywheel.yaml"
+    cmd = [sys.executable, "-m", "dataflywheel.cli", "run", str(recipe), "--run-dir", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [*cmd, "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline, killed = time.time() + 600, False
+    while time.time() < deadline and proc.poll() is None:
+        if list((tmp_path / "run" / "steps").glob("01-loop-*/iter-02/*-sft-*")):
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.05)
+    out = proc.communicate()[0].decode()
+    assert killed, out
+    assert not list((tmp_path / "run" / "steps").glob("01-loop-*/iter-02/*-sft-*/_done.json"))
+
+    done = subprocess.run([*cmd, "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    status = {(s["op"], s.get("iteration")): s["status"] for s in manifest["steps"] if s.get("iteration")}
+    assert {k: v for k, v in status.items() if k[1] == 1} == {k: "reused" for k in status if k[1] == 1}
+    assert status[("self_instruct", 2)] == "reused" and status[("sft", 2)] == "computed"
+    out_path = Path(manifest["output"]["path"])
+    ref_manifest = json.loads((reference / "manifest.json").read_text())
+    assert out_path.read_bytes() == Path(ref_manifest["output"]["path"]).read_bytes()
