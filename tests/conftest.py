@@ -112,6 +112,31 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 
 
 @pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A tiny random Llama (2 layers, width 32) with SmolLM2's tokenizer, saved once per session: for
+    training and distillation mechanics."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from dataflywheel.models import embedded
+
+    tok = AutoTokenizer.from_pretrained(embedded.resolve(embedded.SMOLLM2))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def shipped_runs(tmp_path_factory):
     """Every shipped recipe run once through the CLI (the demo trains a model: share the result)."""
     from typer.testing import CliRunner

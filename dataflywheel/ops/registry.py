@@ -70,6 +70,8 @@ REGISTRY: dict[str, str] = {
     "evol_instruct": "dataflywheel.ops.synthesize.evol_instruct:EvolInstruct",
     "knowledge_guided": "dataflywheel.ops.synthesize.knowledge_guided:KnowledgeGuided",
     "magpie": "dataflywheel.ops.synthesize.magpie:Magpie",
+    "teacher_topk": "dataflywheel.ops.distill.teacher_topk:TeacherTopK",
+    "distill": "dataflywheel.ops.distill.distill:Distill",
     "synpo_prompter": "dataflywheel.ops.synthesize.synpo:SynPOPrompter",
     "synpo_improver": "dataflywheel.ops.synthesize.synpo:SynPOImprover",
     "synpo_pairs": "dataflywheel.ops.synthesize.synpo:SynPOPairs",

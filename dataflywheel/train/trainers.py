@@ -93,9 +93,10 @@ def lora_config(r: int, alpha: int, dropout: float, targets: Sequence[str]):
     )
 
 
-def _fit(trainer_cls, model, config, dataset, tok, s: TrainSettings, progress=None):
+def _fit(trainer_cls, model, config, dataset, tok, s: TrainSettings, progress=None, setup=None):
     """A TRL trainer built and run: the model (with LoRA when set), its config and data; the real
-    (unpadded) tokens of every batch counted, progress reported to ``progress(done, total, text)``."""
+    (unpadded) tokens of every batch counted, progress reported to ``progress(done, total, text)``.
+    ``setup(trainer)`` changes the built trainer before it trains (a collator, a ``custom_loss``)."""
     import torch
 
     # DPO computes the reference log-probabilities while it is built, outside the training loop's autocast
@@ -108,6 +109,8 @@ def _fit(trainer_cls, model, config, dataset, tok, s: TrainSettings, progress=No
     meter = _Meter(progress)
     trainer.data_collator = _Counting(trainer.data_collator, meter)
     trainer.add_callback(meter.callback())
+    if setup is not None:
+        setup(trainer)
     start = time.perf_counter()
     _quiet(trainer).train()
     meter.seconds = time.perf_counter() - start
@@ -121,6 +124,7 @@ def _faster(trainer_cls):
     class Faster(trainer_cls):
         group_by_length = True
         tokens_per_batch: float | None = None  # SFT in length buckets: mean labelled tokens a batch
+        custom_loss = None  # SFT: custom_loss(model, inputs, count) replaces the cross-entropy (distill)
 
         def _get_train_sampler(self, train_dataset=None):
             data = train_dataset if train_dataset is not None else self.train_dataset
@@ -141,6 +145,10 @@ def _faster(trainer_cls):
                 # the average count instead, every token weighs the same, as in randomly mixed batches.
                 if self.tokens_per_batch is not None:
                     num_items_in_batch = self.tokens_per_batch * self.args.gradient_accumulation_steps
+                if self.custom_loss is not None:
+                    with self.accelerator.autocast():
+                        loss = self.custom_loss(model, inputs, num_items_in_batch)
+                    return (loss, None) if return_outputs else loss
                 if inputs["input_ids"].device.type != "cpu":  # TRL's fused head: Triton, no full logits
                     return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
                 with self.accelerator.autocast():

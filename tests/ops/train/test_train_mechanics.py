@@ -10,27 +10,9 @@ from dataflywheel.train.tokenize import sft_features
 from dataflywheel.train.trainers import TrainSettings, train_dpo, train_sft, use_bf16
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from dataflywheel.models import embedded
-
-    tok = AutoTokenizer.from_pretrained(embedded.resolve(embedded.SMOLLM2))
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
-    path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+@pytest.fixture
+def tiny(tiny_llama):
+    return tiny_llama
 
 
 def convs(lengths: list[int]) -> list[list[dict]]:
