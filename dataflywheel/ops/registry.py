@@ -72,6 +72,7 @@ REGISTRY: dict[str, str] = {
     "magpie": "dataflywheel.ops.synthesize.magpie:Magpie",
     "teacher_topk": "dataflywheel.ops.distill.teacher_topk:TeacherTopK",
     "distill": "dataflywheel.ops.distill.distill:Distill",
+    "prune": "dataflywheel.ops.distill.prune:Prune",
     "synpo_prompter": "dataflywheel.ops.synthesize.synpo:SynPOPrompter",
     "synpo_improver": "dataflywheel.ops.synthesize.synpo:SynPOImprover",
     "synpo_pairs": "dataflywheel.ops.synthesize.synpo:SynPOPairs",
