@@ -3,9 +3,9 @@
 Both prune SmolLM2-135M-Instruct to --target of its parameters (whole GQA attention groups and MLP
 channels, the same sizes for both), Taylor from the gradient on --calibration AlpacaEval rows
 (instruction + text-davinci-003 answer); each pruned model is then recovered with LoRA SFT on --train
-other AlpacaEval rows (same rows, steps and seed). Measured on --heldout other rows: the NLL of the
-reference answers (and its perplexity), parameters and size on disk, before pruning, after pruning and
-after recovery. One run, same machine.
+other AlpacaEval rows (same rows, steps and seed; LoRA r 16 on every linear layer, as LLM-Pruner).
+Measured on --heldout other rows: the NLL of the reference answers (and its perplexity), parameters and
+size on disk, before pruning, after pruning and after recovery. One run, same machine.
 
     python -m bench.prune [--target 0.7] [--calibration 32] [--train 128] [--heldout 32] [--epochs 1]
 """
@@ -39,6 +39,11 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=128)
     ap.add_argument("--heldout", type=int, default=32)
     ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument(
+        "--lora-targets",
+        default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        help="LoRA modules of the recovery (LLM-Pruner: every linear layer)",
+    )
     args = ap.parse_args()
 
     from dataflywheel.models import embedded
@@ -57,7 +62,7 @@ def main() -> None:
     calib = rows(pairs[: args.calibration])
     train = rows(pairs[100 : 100 + args.train])
     held = rows(pairs[500 : 500 + args.heldout])
-    base = embedded.resolve(embedded.SMOLLM2)
+    base = str(embedded.resolve(embedded.SMOLLM2))
     base_nll = nll(base, held)
     print(f"target {args.target}: {len(calib)} calibration, {len(train)} recovery, {len(held)} held-out rows")
     print("model                 parameters  MB on disk  held-out NLL  perplexity  seconds")
@@ -76,7 +81,10 @@ def main() -> None:
                 f"{time.perf_counter() - t0:>7.0f}"
             )
             t0 = time.perf_counter()
-            s = TrainSettings(epochs=args.epochs, batch_size=8, lr=5e-4, lora_r=16, max_length=512, seed=0)
+            s = TrainSettings(
+                epochs=args.epochs, batch_size=8, lr=5e-4, lora_r=16, max_length=512, seed=0,
+                lora_targets=tuple(args.lora_targets.split(",")),
+            )  # fmt: skip
             recovered = Path(tmp) / f"{importance}-recovered"
             train_sft(str(pruned), [r["messages"] for r in train], recovered, s)
             rec_nll = nll(str(recovered), held)
