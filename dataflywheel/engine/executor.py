@@ -26,7 +26,7 @@ from dataflywheel.data import schema as S
 from dataflywheel.engine import fingerprint as fp
 from dataflywheel.engine.kernels import budget_shares, pass_through, with_columns
 from dataflywheel.engine.results import RunLock, RunResult, StepResult
-from dataflywheel.engine.trained import previous_models, register_trained
+from dataflywheel.engine.trained import checkpoint_name, previous_models, register_trained
 
 __all__ = ["Executor", "RunResult", "StepResult"]
 from dataflywheel.engine.manifest import Manifest
@@ -151,6 +151,7 @@ class Executor:
             step=op.ctx.step,
             iteration=iteration,
             models={**models, **previous_models(models, iteration)} if iteration else models,
+            checkpoints={n: checkpoint_name(n, models) for n in models if "@" not in n} if iteration else {},
             base_dir=str(self.recipe.base_dir),
         )
 

@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 from dataflywheel.data import io
 from dataflywheel.data import schema as S
 from dataflywheel.engine.store import StepStore, drop_rows, write_table
-from dataflywheel.engine.trained import checkpoint_name
 from dataflywheel.errors import FlywheelError
 from dataflywheel.ops.base import CONTENT_COLUMNS, GenerationBudget, Generator, Mapper, Op, Scorer, Selector
 
@@ -93,7 +92,7 @@ def generate_shard(op: Generator, shard: Path, store: StepStore, k: int, budget:
     if stop is None:
         rows = op.generate(seeds)
         # a model a loop trains is named by its checkpoint (policy@1), so a row says which one made it
-        names = ",".join(sorted(checkpoint_name(n, op.ctx.models) for n in models)) or None
+        names = ",".join(sorted(op.ctx.checkpoints.get(n, n) for n in models)) or None
         for row in rows:
             made.append(_stamp(op, row, seen, names))
             stop = exhausted()

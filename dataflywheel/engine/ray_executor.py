@@ -63,7 +63,13 @@ def _op_payload(op: Op) -> Op:
     """A fresh copy of the op with its parameters and context but no loaded state and no models: what a
     worker rebuilds its own op from."""
     base = os.path.abspath(op.ctx.base_dir) if op.ctx.base_dir else None
-    ctx = OpContext(seed=op.ctx.seed, step=op.ctx.step, iteration=op.ctx.iteration, base_dir=base)
+    ctx = OpContext(
+        seed=op.ctx.seed,
+        step=op.ctx.step,
+        iteration=op.ctx.iteration,
+        base_dir=base,
+        checkpoints=dict(op.ctx.checkpoints),
+    )
     fresh = type(op)(op.params, ctx)
     fresh.name = op.name  # the registry names the class on the driver only; lineage needs it on workers
     if hasattr(op, "shares"):  # a generator's budget, split over the seed shards by the driver

@@ -88,6 +88,8 @@ class OpContext:
     iteration: int = 0
     models: dict[str, Any] = field(default_factory=dict)
     base_dir: str | None = None  # the recipe's folder: relative paths in parameters start there
+    # in a loop round, the checkpoint each evolving model is now (policy -> policy@1): rows name it
+    checkpoints: dict[str, str] = field(default_factory=dict)
 
     def path(self, value: str) -> str:
         """A path parameter resolved like the recipe's inputs ($VARS expanded, relative to the recipe)."""

@@ -157,7 +157,7 @@ def test_a_real_model_evolves_round_by_round(tmp_path):
     assert (
         seen[2].endswith("iter-01/02-sft-" + seen[2].split("iter-01/02-sft-")[1]) and "checkpoint" in seen[2]
     )
-    assert seen["names@2"] == ["policy", "policy@0", "policy@1", "policy@2"]
+    assert seen["names@2"] == ["policy", "policy@0", "policy@1", "policy@2", "policy@previous"]
     curve = result.steps[-1].stats["curve"]
     assert len(curve) == 2 and all(p["eval_nll.nll"] > 0 for p in curve)
     assert curve[0]["eval_nll.nll"] != curve[1]["eval_nll.nll"]  # round 2's policy is another model
