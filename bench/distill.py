@@ -39,22 +39,32 @@ def layer_dropped(src: str, out: Path, every: int = 3) -> str:
     return str(out)
 
 
-def measure(student: str, teacher, rows: list[dict]) -> tuple[float, float]:
-    """(NLL of the teacher's answer tokens, mean KL(teacher || student)) under the student."""
+def teacher_view(teacher, rows: list[dict]) -> list[tuple]:
+    """Per held-out row, computed once: (token ids, answer positions, the teacher's log-probs there)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from dataflywheel.train.tokenize import sft_features
 
-    model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32).eval()
-    nll = kl = n = 0.0
+    out = []
     for r in rows:
         f = sft_features(teacher.tokenizer, r["messages"], 512)
         ids = torch.tensor([f["input_ids"]])
         at = torch.tensor([t for t in range(len(f["labels"]) - 1) if f["labels"][t + 1] != -100])
         with torch.no_grad():
+            out.append((ids, at, torch.log_softmax(teacher.model(ids).logits[0, at].float(), -1)))
+    return out
+
+
+def measure(student: str, view: list[tuple]) -> tuple[float, float]:
+    """(NLL of the teacher's answer tokens, mean KL(teacher || student)) under the student."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32).eval()
+    nll = kl = n = 0.0
+    for ids, at, t in view:
+        with torch.no_grad():
             s = torch.log_softmax(model(ids).logits[0, at].float(), -1)
-            t = torch.log_softmax(teacher.model(ids).logits[0, at].float(), -1)
         nll -= s.gather(-1, ids[0, at + 1][:, None]).sum().item()
         kl += (t.exp() * (t - s)).sum().item()
         n += len(at)
@@ -108,10 +118,11 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
         student = layer_dropped(backend.path, Path(tmp) / "student")
-        nll, kl = measure(student, backend, held_rows)
+        view = teacher_view(backend, held_rows)
+        nll, kl = measure(student, view)
         print("student               held-out NLL  KL(teacher||student)  train s")
         print(f"{'untrained (20 layers)':<21} {nll:>12.4f}  {kl:>20.4f}  {'-':>7}")
-        nll, kl = measure(backend.path, backend, held_rows)
+        nll, kl = measure(backend.path, view)
         print(f"{'teacher (30 layers)':<21} {nll:>12.4f}  {kl:>20.4f}  {'-':>7}")
         conditions = [
             ("cross-entropy only", "jsd", 0.0),
@@ -126,7 +137,7 @@ def main() -> None:
             out = Path(tmp) / name.replace(" ", "_")
             train_distill(student, scored, out, s, loss=loss, beta=0.5, kd_weight=weight)
             seconds = time.perf_counter() - t0
-            nll, kl = measure(str(out), backend, held_rows)
+            nll, kl = measure(str(out), view)
             print(f"{name:<21} {nll:>12.4f}  {kl:>20.4f}  {seconds:>7.1f}")
     print(f"peak RSS {peak_rss_mib():.0f} MiB, wall {time.perf_counter() - start:.0f} s")
 

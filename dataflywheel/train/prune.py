@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflywheel.errors import FlywheelError
-from dataflywheel.train.tokenize import sft_features
+from dataflywheel.train.tokenize import pad_features, sft_features
 
 
 def _layers(model):
@@ -69,7 +69,6 @@ def group_importance(model, kind: str) -> tuple[list, list]:
 
 def _calibration_grads(model, tok, conversations: list[list[dict]], max_length: int, batch_size: int) -> int:
     """Accumulate the gradient of the mean causal LM loss (response tokens) over the calibration rows."""
-    import torch
 
     feats = [f for f in (sft_features(tok, c, max_length) for c in conversations) if f is not None]
     if not feats:
@@ -78,15 +77,7 @@ def _calibration_grads(model, tok, conversations: list[list[dict]], max_length: 
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for start in range(0, len(feats), batch_size):
         group = feats[start : start + batch_size]
-        width = max(len(f["input_ids"]) for f in group)
-        ids = torch.full((len(group), width), pad, dtype=torch.long)
-        labels = torch.full((len(group), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(group), width), dtype=torch.long)
-        for r, f in enumerate(group):
-            n = len(f["input_ids"])
-            ids[r, :n], labels[r, :n], mask[r, :n] = (
-                torch.tensor(f["input_ids"]), torch.tensor(f["labels"]), 1,
-            )  # fmt: skip
+        ids, labels, mask = pad_features(group, pad)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         (loss * len(group) / len(feats)).backward()
     return len(feats)

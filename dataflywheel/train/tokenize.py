@@ -35,3 +35,19 @@ def sft_features(tokenizer, messages: list[dict], max_length: int) -> dict | Non
     if not found:
         return None
     return {"input_ids": full[:max_length], "labels": labels[:max_length]}
+
+
+def pad_features(feats: list[dict], pad_id: int):
+    """SFT features right-padded into tensors: (input_ids, labels with -100 on padding, attention_mask)."""
+    import torch
+
+    width = max(len(f["input_ids"]) for f in feats)
+    ids = torch.full((len(feats), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(feats), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(feats), width), dtype=torch.long)
+    for r, f in enumerate(feats):
+        n = len(f["input_ids"])
+        ids[r, :n] = torch.tensor(f["input_ids"])
+        labels[r, :n] = torch.tensor(f["labels"])
+        mask[r, :n] = 1
+    return ids, labels, mask

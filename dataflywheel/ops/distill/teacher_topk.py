@@ -14,7 +14,7 @@ from dataflywheel.errors import FlywheelError
 from dataflywheel.models.base import LOGPROBS
 from dataflywheel.ops.base import Mapper, ModelRef, OpParams
 from dataflywheel.train.distill import token_digest
-from dataflywheel.train.tokenize import sft_features
+from dataflywheel.train.tokenize import pad_features, sft_features
 from dataflywheel.train.trainers import labelled_logits
 
 IDS, LOGPROBS_COL = "teacher_topk_ids", "teacher_topk_logprobs"
@@ -72,15 +72,7 @@ class TeacherTopK(Mapper):
             size = max(1, self.params.batch_tokens // width)
             group = todo[start : start + size]
             start += size
-            input_ids = torch.full((len(group), width), pad, dtype=torch.long)
-            labels = torch.full((len(group), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            for r, i in enumerate(group):
-                f = feats[i]
-                n = len(f["input_ids"])
-                input_ids[r, :n] = torch.tensor(f["input_ids"])
-                labels[r, :n] = torch.tensor(f["labels"])
-                mask[r, :n] = 1
+            input_ids, labels, mask = pad_features([feats[i] for i in group], pad)
             with torch.inference_mode():
                 logits, _, positions = labelled_logits(
                     model, labels.to(backend.device), input_ids=input_ids.to(backend.device),
