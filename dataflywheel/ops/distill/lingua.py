@@ -33,6 +33,7 @@ from dataflywheel.models.base import CHAT
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper, ModelRef, OpParams, Selection, Selector, Trainer
 from dataflywheel.ops.llm import LLMParams, LLMTask, row_error
+from dataflywheel.ops.train.sft import model_folder
 from dataflywheel.train import lingua as L
 
 COMPRESSED, LABELS = "lingua_compressed", "lingua_labels"
@@ -52,17 +53,6 @@ def row_text(row: dict, column: str | None) -> str | None:
 
 def text_reads(column: str | None) -> tuple[str, ...]:
     return (S.MESSAGES,) if column is None else (column,)
-
-
-def model_folder(op, name: str) -> tuple[str, str]:
-    """The folder a declared (or trained) model lives in and its device, without loading it as a
-    causal LM (the classifier and its encoder are not chat models)."""
-    from dataflywheel.models import embedded
-    from dataflywheel.models.hf import pick_device
-
-    spec = op.ctx.model(name).spec
-    path = embedded.resolve(spec.model) if spec.model.startswith("embedded:") else spec.model
-    return str(path), pick_device(spec.device)
 
 
 def sentence_chunks(words: list[str], size: int) -> list[tuple[int, int]]:

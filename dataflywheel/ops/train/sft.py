@@ -68,6 +68,17 @@ def base_path(op: Trainer) -> str:
     return str(op.ctx.model(op.params.model).backend.path)
 
 
+def model_folder(op, name: str) -> tuple[str, str]:
+    """The folder a declared (or trained) model lives in and its device, without loading it (a token
+    classifier or an encoder is not a chat model; a trainer loads what it needs itself)."""
+    from dataflywheel.models import embedded
+    from dataflywheel.models.hf import pick_device
+
+    spec = op.ctx.model(name).spec
+    path = embedded.resolve(spec.model) if spec.model.startswith("embedded:") else spec.model
+    return str(path), pick_device(spec.device)
+
+
 class SFT(Trainer):
     """Supervised fine-tuning with TRL's SFTTrainer, LoRA (PEFT) or full, loss on assistant tokens only.
 
