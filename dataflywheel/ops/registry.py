@@ -78,6 +78,8 @@ REGISTRY: dict[str, str] = {
     "lingua_train": "dataflywheel.ops.distill.lingua:LinguaTrain",
     "compress": "dataflywheel.ops.distill.lingua:Compress",
     "xtok_distill": "dataflywheel.ops.distill.xtok:XtokDistill",
+    "impossible_pairs": "dataflywheel.ops.distill.impossible:ImpossiblePairs",
+    "impossible_refine": "dataflywheel.ops.distill.impossible:ImpossibleRefine",
     "synpo_prompter": "dataflywheel.ops.synthesize.synpo:SynPOPrompter",
     "synpo_improver": "dataflywheel.ops.synthesize.synpo:SynPOImprover",
     "synpo_pairs": "dataflywheel.ops.synthesize.synpo:SynPOPairs",

@@ -215,7 +215,7 @@ def train_classifier(
         base, num_labels=2, id2label={0: "drop", 1: "keep"}, label2id={"drop": 0, "keep": 1}
     )
     order = np.random.default_rng(seed).permutation(len(texts))
-    n_eval = round(len(texts) * eval_fraction) if len(texts) > 1 else 0
+    n_eval = max(1, round(len(texts) * eval_fraction)) if eval_fraction > 0 and len(texts) > 1 else 0
     held, train_idx = order[:n_eval], order[n_eval:]
     rows = [
         {"input_ids": f["input_ids"], "labels": f["labels"]}
@@ -343,8 +343,10 @@ def cut(text: str, spans: Sequence[tuple[int, int]], keep: Sequence[bool], newli
                 parts.append(gap)
             elif newlines and "\n" in gap:
                 parts.append("\n")
-            elif text[a - 1].isspace() or (gap[:1].isspace() and text[a:b][0].isalnum()):
+            elif text[a - 1].isspace() or (gap[:1].isspace() and text[a].isalnum()):
                 parts.append(" ")
+            elif text[a].isalnum() and text[spans[prev][1] - 1].isalnum():
+                parts.append(" ")  # never glue two words into one ("bicycle's" -> "bicycle s")
         parts.append(text[a:b])
         prev = i
     return "".join(parts)

@@ -319,9 +319,9 @@ def dskd_loss(student, teacher, projectors, s_ids, s_labels, t_ids, t_labels, s_
         min=1
     )
     parts = {
-        "t2s_ce": float(t2s_ce),
-        "t2s_kd": float(t2s_kd),
-        "s2t_kd": float(s2t_kd),
+        "t2s_ce": t2s_ce.item(),
+        "t2s_kd": t2s_kd.item(),
+        "s2t_kd": s2t_kd.item(),
         "t2s_hit": int(hit.sum()),
     }
     return t2s_ce + t2s_kd + s2t_kd, parts
@@ -333,15 +333,16 @@ def dskd_loss(student, teacher, projectors, s_ids, s_labels, t_ids, t_labels, s_
 def prepare(
     student_tok, teacher_tok, conversations: Sequence[list[dict]], max_length: int, loss: str
 ) -> tuple[list[dict], int, np.ndarray | None]:
-    """Both sides' features for every row that has an answer under both tokenizers (and, for MinED,
-    the vocabulary map and each row's alignment); the count of rows left out."""
+    """Both sides' features for every row that has answer tokens under both tokenizers within
+    ``max_length`` (and, for MinED, the vocabulary map and each row's alignment); the count of rows
+    left out."""
     tea2stu = vocab_map(teacher_tok, student_tok) if loss == "mined" else None
     rows, skipped = [], 0
     for conv in conversations:
         s = row_features(student_tok, conv or [], max_length)
         t = row_features(teacher_tok, conv or [], max_length)
-        if s is None or t is None:
-            skipped += 1
+        if s is None or t is None or not content_positions(s["labels"]) or not content_positions(t["labels"]):
+            skipped += 1  # no answer token left on one side (none, or cut away by max_length)
             continue
         row = {"student": s, "teacher": t}
         if tea2stu is not None:

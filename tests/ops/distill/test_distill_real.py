@@ -59,21 +59,19 @@ def test_distill_recipe_across_tokenizers(shipped_runs, smollm2):
     steps = manifest["steps"]
     xtok = next(s for s in steps if s["op"] == "xtok_distill")
     stats = xtok["stats"]["train"]
-    assert (stats["loss"], stats["examples"], stats["steps"]) == ("dskd", 16, 4)
+    assert (stats["loss"], stats["examples"], stats["steps"]) == ("dskd", 16, 2)
     assert all(np.isfinite(stats["losses"])) and stats["kd_first"] > 0
     projectors = torch.load(Path(run_dir / xtok["dir"]) / "checkpoint" / "projector.pt")
     assert projectors["query.weight"].shape == (2 * 576, 2 * 384)  # student [in; target] -> teacher space
     assert projectors["t2s.weight"].shape == (384, 576) and projectors["s2t.weight"].shape == (576, 384)
     nll = [s["stats"]["metrics"]["nll"] for s in steps if s["op"] == "eval_nll"]
-    assert nll[3] < nll[2]  # the student learned: 4 steps from random layers
+    assert nll[3] < nll[2]  # the student learned: 2 steps from random layers
 
     rows = pq.read_table(sorted(Path(run_dir / steps[1]["dir"]).glob("shard-*.parquet"))).to_pylist()[:2]
     path = embedded.resolve(embedded.MINILM_STUDENT)
     s_tok = AutoTokenizer.from_pretrained(path)
     student = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    prepared, skipped, _ = X.prepare(
-        s_tok, smollm2.tokenizer, [r["messages"] for r in rows], 512, "mined"
-    )
+    prepared, skipped, _ = X.prepare(s_tok, smollm2.tokenizer, [r["messages"] for r in rows], 512, "mined")
     flat = [a for r in prepared for a in r["alignment"]]
     assert skipped == 0 and sum(a >= 0 for a in flat) > 0.5 * len(flat)
     pads = (s_tok.pad_token_id, smollm2.tokenizer.pad_token_id)

@@ -55,6 +55,9 @@ def test_words_and_cut_keep_the_original_text():
     assert L.cut(text, spans, keep) == "Janet ducks lay 16 eggs\nShe sells $2."
     assert L.cut(text, spans, keep, newlines=False) == "Janet ducks lay 16 eggs She sells $2."
     assert L.cut(text, spans, [True] * len(words)) == text
+    text = "A bicycle's gears"
+    keep = [w != "'" for w in L.split_words(text)]
+    assert L.cut(text, L.word_spans(text), keep) == "A bicycle s gears"  # two words stay two words
 
 
 def test_align_words_by_hand():

@@ -32,8 +32,8 @@ def test_compress_recipe_on_smollm2_and_minilm(shipped_runs, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     steps = {s["op"]: s for s in manifest["steps"] if s["op"] != "eval_nll"}
     labelled = _rows(run_dir, steps["lingua_label"])
-    assert len(labelled) == 16
-    assert steps["lingua_label"]["stats"]["counts"]["requests"] == 16  # one chunk per short prompt
+    assert len(labelled) == 8
+    assert steps["lingua_label"]["stats"]["counts"]["requests"] == 8  # one chunk per short prompt
     for row in labelled:
         words = L.split_words(row["messages"][0]["content"])
         if row["lingua_labels"] is None:
@@ -58,7 +58,7 @@ def test_compress_recipe_on_smollm2_and_minilm(shipped_runs, tmp_path):
     expected = {r["id"] for r, d in zip(rest, second, strict=True) if not d}
     kept_ids = {r["id"] for r in _rows(run_dir, steps["lingua_filter"])}
     dropped = steps["lingua_filter"]["dropped"]
-    assert kept_ids == expected and sum(dropped.values()) == 16 - len(expected) >= 2
+    assert kept_ids == expected and sum(dropped.values()) == 8 - len(expected) >= 1
 
     train = steps["lingua_train"]["stats"]["train"]
     assert train["texts"] + train["heldout_texts"] == len(kept_ids)
