@@ -37,7 +37,7 @@ def _main(
 
 
 # Piped output (CI logs, tests) gets a wide console so tables are not folded into unreadable columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 100)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
@@ -136,35 +136,36 @@ def report_cmd(
 
 
 def summary_table(result) -> Table:
-    table = Table(title=f"run {result.run_dir.name}", show_lines=False)
-    for col, just in (
-        ("step", "right"),
-        ("op", "left"),
-        ("kind", "left"),
-        ("in", "right"),
-        ("out", "right"),
-        ("dropped", "right"),
-        ("top drop reason", "left"),
-        ("failed calls", "right"),
-        ("seconds", "right"),
-        ("status", "left"),
-    ):
-        table.add_column(col, justify=just)
+    """One line per step that fits an 80-column terminal: rows in and out, drops with the most common
+    reason (cut to fit), failed model calls, and seconds (or how the step was reused)."""
+    from rich import box
+
+    table = Table(title=f"run {result.run_dir.name}", box=box.SIMPLE_HEAD, pad_edge=False)
+    rows = []
     for s in result.steps:
         dropped = sum(s.dropped.values())
         top = next(iter(s.dropped.items()), None)
-        table.add_row(
-            f"{s.index}@{s.iteration}" if s.iteration else str(s.index),
-            s.op,
-            s.kind,
-            f"{s.rows_in:,}",
-            f"{s.rows_out:,}",
-            f"{dropped:,}",
-            f"{top[0][:48]} ({top[1]})" if top else "",
-            f"{sum(u.get('failed', 0) for u in s.stats.get('models', {}).values()):,}",
-            f"{s.seconds:.2f}",
-            s.status,
+        failed = sum(u.get("failed", 0) for u in s.stats.get("models", {}).values())
+        rows.append(
+            (
+                f"{s.index}@{s.iteration}" if s.iteration else str(s.index),
+                s.op,
+                f"{s.rows_in:,}",
+                f"{s.rows_out:,}",
+                f"{dropped:,}: {top[0]}" + (f" ({top[1]:,})" if dropped != top[1] else "") if top else "",
+                f"{failed:,}" if failed else "",
+                f"{s.seconds:.1f}" if s.status == "computed" else s.status,
+            )
         )
+    names = ("step", "op", "in", "out", "dropped", "failed", "s")
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    # 80 columns less the others, three spaces between columns and one at each edge: the drops' room
+    room = max(7, 80 - sum(w for i, w in enumerate(widths) if i != 4) - 3 * (len(names) - 1) - 2)
+    rows = [(*r[:4], r[4] if len(r[4]) <= room else r[4][: room - 1] + "…", *r[5:]) for r in rows]
+    for name in names:
+        table.add_column(name, justify="left" if name in ("op", "dropped") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -212,3 +212,31 @@ def test_calibrate_skips_bad_rows_when_asked_and_says_how_many(tmp_path):
     done = runner.invoke(app, [*args, "--on-error", "skip"])
     assert done.exit_code == 0 and "left out 1 bad row(s): empty response (1)" in done.output
     assert "1.000" in done.output  # the six good rows separate perfectly
+
+
+def test_the_run_summary_fits_80_columns_one_line_per_step(tmp_path):
+    from rich.console import Console
+
+    from dataflywheel.cli import summary_table
+    from dataflywheel.engine.results import RunResult, StepResult
+
+    reason = "near-duplicate (minhash jaccard >= 0.8 of a row kept earlier in the same shard)"
+    steps = [
+        StepResult(0, "read", "reader", "f", "d", rows_in=1_234_567, rows_out=1_200_000,
+                   dropped={reason: 34_567}),
+        StepResult(1, "impossible_refine", "generator", "f", "d", rows_in=1_200_000, rows_out=9,
+                   dropped={"top variation rate": 3, "top alignment gap": 2}, seconds=12345.6,
+                   stats={"models": {"m": {"failed": 1234}}}, iteration=12),
+        StepResult(2, "sft", "trainer", "f", "d", status="reused", rows_in=9, rows_out=9),
+    ]  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(summary_table(RunResult(tmp_path / "run", None, steps, 1_234_567, 9)))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    body = [line for line in lines if line.strip()][3:]  # title, header, rule
+    assert len(body) == 3  # one line per step: nothing wrapped
+    assert "1@12" in body[1] and "impossible_refine" in body[1] and "5: top …" in body[1]
+    assert lines[[i for i, line in enumerate(lines) if line.strip()][1]].split()[4] == "dropped"
+    assert "1,234" in body[1] and "12345.6" in body[1]
+    assert body[0].split()[2:5] == ["1,234,567", "1,200,000", "34,567:…"]  # the reason cut to fit
+    assert body[2].split()[-1] == "reused"

@@ -356,12 +356,13 @@ def kd_step(student, teacher, projectors, batch: list[dict], loss: str, kd_weigh
     """One batch's loss (and its parts): the student's cross-entropy mixed with the chosen KD term."""
     import torch
 
-    s_ids, s_labels, s_mask = pad_features([r["student"] for r in batch], pads[0])
+    device = next(student.parameters()).device
+    s_ids, s_labels, s_mask = (t.to(device) for t in pad_features([r["student"] for r in batch], pads[0]))
     out = student(input_ids=s_ids, attention_mask=s_mask, output_hidden_states=loss == "dskd")
     ce = cross_entropy(out.logits, s_labels)
     if loss == "ce":
         return ce, {"ce": ce.item()}
-    t_ids, t_labels, t_mask = pad_features([r["teacher"] for r in batch], pads[1])
+    t_ids, t_labels, t_mask = (t.to(device) for t in pad_features([r["teacher"] for r in batch], pads[1]))
     with torch.no_grad():
         t_out = teacher(input_ids=t_ids, attention_mask=t_mask, output_hidden_states=loss == "dskd")
     parts: dict[str, Any] = {}
@@ -410,10 +411,11 @@ def train_xtok(
     torch.manual_seed(seed)
     s_tok = AutoTokenizer.from_pretrained(student_path)
     t_tok = AutoTokenizer.from_pretrained(teacher_path)
-    student = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    student = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32).to(device)
     teacher = None
     if loss != "ce":
-        teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32).eval()
+        teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32).to(device).eval()
         teacher.requires_grad_(False)
     rows, skipped, tea2stu = prepare(s_tok, t_tok, conversations, max_length, loss)
     if not rows:
@@ -421,7 +423,7 @@ def train_xtok(
     projectors = None
     groups = [{"params": [p for p in student.parameters() if p.requires_grad], "lr": lr}]
     if loss == "dskd":
-        projectors = build_projectors(student.config.hidden_size, teacher.config.hidden_size)
+        projectors = build_projectors(student.config.hidden_size, teacher.config.hidden_size).to(device)
         groups.append({"params": list(projectors.parameters()), "lr": projector_lr})
     optim = torch.optim.AdamW(groups, weight_decay=0.01)
     per_epoch = math.ceil(len(rows) / batch_size)
@@ -455,10 +457,10 @@ def train_xtok(
     seconds = time.perf_counter() - start
     student.eval()
     out = Path(out)
-    student.save_pretrained(out)
+    student.cpu().save_pretrained(out)
     s_tok.save_pretrained(out)
     if projectors is not None:
-        torch.save(projectors.state_dict(), out / "projector.pt")
+        torch.save(projectors.cpu().state_dict(), out / "projector.pt")
     result: dict[str, Any] = {
         "loss": loss,
         "examples": len(rows),
