@@ -67,45 +67,48 @@ def resolve(name: str) -> Path:
 
 def _converted_smollm2() -> Path:
     gguf = package_file(SMOLLM2)
-    target = home() / "models" / f"smollm2-135m-instruct-v{CONVERTED_VERSION}"
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
-        return target
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError:
-        raise ModelError(
-            "the embedded SmolLM2 needs transformers, torch and gguf: pip install 'dataflywheel[models]'"
-        ) from None
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The dequantized weights are plain float32: forget the GGUF origin, or the Trainer refuses to train it.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process converted it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def convert(tmp: Path) -> None:
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise ModelError(
+                "the embedded SmolLM2 needs transformers, torch and gguf: pip install 'dataflywheel[models]'"
+            ) from None
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The dequantized weights are plain float32: forget the GGUF origin, or the Trainer refuses them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _built_once(f"smollm2-135m-instruct-v{CONVERTED_VERSION}", convert)
 
 
 def _built_student() -> Path:
     """``embedded:minilm-student``: a causal student on another tokenizer than SmolLM2's, for
     distillation across tokenizers (``dataflywheel.train.xtok.build_wordpiece_student``, seed 0), built
     once into the local cache from the shipped MiniLM."""
-    target = home() / "models" / f"minilm-student-v{CONVERTED_VERSION}"
+
+    def build(tmp: Path) -> None:
+        from dataflywheel.train.xtok import build_wordpiece_student
+
+        build_wordpiece_student(str(package_file(MINILM)), tmp)
+
+    return _built_once(f"minilm-student-v{CONVERTED_VERSION}", build)
+
+
+def _built_once(name: str, build) -> Path:
+    """The model folder ``name`` in the local cache, made by ``build(folder)`` the first time; a
+    process that loses the race to another one keeps the other's."""
+    target = home() / "models" / name
     if (target / "model.safetensors").exists() and (target / "config.json").exists():
         return target
-    from dataflywheel.train.xtok import build_wordpiece_student
-
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    build_wordpiece_student(str(package_file(MINILM)), tmp)
+    build(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, target)
