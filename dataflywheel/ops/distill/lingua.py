@@ -29,6 +29,7 @@ from pydantic import Field
 
 from dataflywheel.data import schema as S
 from dataflywheel.errors import FlywheelError
+from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper, ModelRef, OpParams, Selection, Selector, Trainer
@@ -270,9 +271,8 @@ class Compress(Mapper):
         todo = [i for i, t in enumerate(texts) if t and t.strip()]
         scores = None
         if p.method != "lingua":
-            seed = self.ctx.seed * 1_000_003 + self.ctx.step
-            first = rows[0][S.ID] if rows and S.ID in rows[0] else ""
-            seed += sum(map(ord, str(first)))  # each batch its own draw, the same on a rerun
+            first = rows[0].get(S.ID, "") if rows else ""  # each batch its own draw, the same on a rerun
+            seed = int(digest(self.name, self.ctx.seed, self.ctx.step, first)[:8], 16)
             scores = L.random_scores(seed) if p.method == "random" else L.stopword_scores(seed)
         todo_texts = [texts[i] for i in todo]
         done = self.compressor().compress(todo_texts, p.rate, p.force, p.newlines, scores=scores)
