@@ -37,7 +37,7 @@ def _main(
 
 
 # Piped output (CI logs, tests) gets a wide console so tables are not folded into unreadable columns.
-console = Console(width=None if sys.stdout.isatty() else 100)
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 

@@ -41,8 +41,11 @@ def test_impossible_recipe_on_smollm2(shipped_runs, smollm2):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     steps = manifest["steps"]
     contexts = {r["id"] for r in _rows(run_dir, steps[0])}
-    pairs = _rows(run_dir, steps[1])
-    refined = _rows(run_dir, steps[3])
+    ops = ["impossible_pairs", "filter", "sft", "impossible_refine", "filter", "sft"]
+    assert [s["op"] for s in steps[1:]] == ops
+    pairs = _rows(run_dir, steps[2])  # the generator's rows after the contexts are filtered out
+    refined = _rows(run_dir, steps[5])
+    assert steps[2]["dropped"] == {"origin not in ['impossible_pairs']": len(contexts)}
     stats = steps[1]["stats"]["counts"]
     assert pairs and stats["pairs"] == len(pairs) and stats["candidates"] >= 2
     assert sum(v for k, v in stats.items() if k.startswith("dropped: ")) > 0
@@ -64,5 +67,5 @@ def test_impossible_recipe_on_smollm2(shipped_runs, smollm2):
         parent = by_id[r["parents"][0]]
         assert r[I.SOURCE] == parent[I.SOURCE] and r["origin_model"] == "paraphraser,teacher"
         assert r["impossible_rouge_l"] <= 0.75
-    sft = [s for s in steps if s["op"] == "sft"]
+    sft = [s for s in steps if s["op"] == "sft"]  # each trained on what its filter kept
     assert [s["stats"]["train"]["examples"] for s in sft] == [len(pairs), len(refined)]
