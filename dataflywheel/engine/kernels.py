@@ -110,7 +110,11 @@ def generate_shard(op: Generator, shard: Path, store: StepStore, k: int, budget:
     for name in op.output_columns():  # a shard that made nothing still has the columns later steps read
         if name not in out.column_names:
             out = out.append_column(name, pa.nulls(out.num_rows))
-    store.write_shard(k, out, None, dict(op.stats))
+    drops = None
+    if not op.params.keep_seeds and seeds.num_rows:  # the seeds leave the data here: say so, keep them
+        reason = "a seed, not kept (keep_seeds: false)"
+        drops = drop_rows(op.ctx.step, op.name, seeds.to_pylist(), [reason] * seeds.num_rows)
+    store.write_shard(k, out, drops, dict(op.stats))
     return out.num_rows
 
 

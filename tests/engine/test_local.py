@@ -193,9 +193,13 @@ def test_a_token_budget_stops_a_model_backed_generator_and_names_its_model(tmp_p
     ex = LocalExecutor(
         recipe, ops, tmp_path / "run", progress=False, model_loader=lambda r: {"m": scripted_model(backend)}
     )
-    out = read_jsonl(ex.run().output_path)
+    result = ex.run()
+    out = read_jsonl(result.output_path)
     # 7 tokens a row: the share (40 tokens) is spent after the 6th row, which is kept; no seeds kept
     assert len(out) == 6 and len(backend.calls) == 6
+    # the seeds that were not kept are in the drop log, so every input row is accounted for
+    assert result.steps[-1].dropped == {"a seed, not kept (keep_seeds: false)": 8}
+    assert result.rows_out + sum(sum(s.dropped.values()) for s in result.steps) >= result.rows_read
     assert all(r["origin"] == "test_ask_model" and r["origin_model"] == "m" for r in out)
     assert all(r["messages"][-1]["content"] == "four words of answer" for r in out)
 
