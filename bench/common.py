@@ -22,6 +22,20 @@ def alpaca_eval_pairs(n: int) -> list[tuple[str, str]]:
     return [(r["instruction"], r["output"]) for r in rows[:n]]
 
 
+def teacher_answers(model, questions: list[str], max_tokens: int) -> list[list[dict]]:
+    """The model's greedy answer to each question as a conversation; failed or empty answers left out
+    (sequence-level distillation's data)."""
+    from dataflywheel.models.base import Sampling
+
+    convs = [[{"role": "user", "content": q}] for q in questions]
+    out = model.chat(convs, Sampling(max_tokens=max_tokens))
+    return [
+        [*c, {"role": "assistant", "content": r.completions[0].text}]
+        for c, r in zip(convs, out, strict=True)
+        if r.error is None and r.completions[0].text.strip()
+    ]
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import alpaca_eval_pairs, peak_rss_mib
+from bench.common import alpaca_eval_pairs, peak_rss_mib, teacher_answers
 
 
 def layer_dropped(src: str, out: Path, every: int = 3) -> str:
@@ -82,7 +82,6 @@ def main() -> None:
 
     from dataflywheel.data import io
     from dataflywheel.data import schema as S
-    from dataflywheel.models.base import Sampling
     from dataflywheel.models.client import Model
     from dataflywheel.ops import registry
     from dataflywheel.ops.base import OpContext
@@ -96,16 +95,10 @@ def main() -> None:
     train_q = [q for q, _ in pairs[::5][: args.train]]
     held_q = [q for q, _ in pairs[2::5][: args.heldout]]
 
-    def answered(questions: list[str]) -> list[dict]:
-        convs = [[{"role": "user", "content": q}] for q in questions]
-        out = teacher.chat(convs, Sampling(max_tokens=args.max_tokens))
-        return [
-            {S.ID: f"q{i}", S.MESSAGES: [*c, {"role": "assistant", "content": r.completions[0].text}]}
-            for i, (c, r) in enumerate(zip(convs, out, strict=True))
-            if r.error is None and r.completions[0].text.strip()
-        ]
-
-    train_rows, held_rows = answered(train_q), answered(held_q)
+    train_rows, held_rows = (
+        [{S.ID: f"q{i}", S.MESSAGES: c} for i, c in enumerate(teacher_answers(teacher, qs, args.max_tokens))]
+        for qs in (train_q, held_q)
+    )
     op = registry.get("teacher_topk")(
         {"model": "teacher", "top_k": args.top_k, "max_length": 512}, OpContext(models={"teacher": teacher})
     )

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import alpaca_eval_pairs, peak_rss_mib
+from bench.common import alpaca_eval_pairs, peak_rss_mib, teacher_answers
 
 
 def heldout_nll(path: str, convs: list[list[dict]]) -> float:
@@ -52,7 +52,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from dataflywheel.models import embedded
-    from dataflywheel.models.base import Sampling
     from dataflywheel.models.client import Model
     from dataflywheel.recipe.models import ModelSpec
     from dataflywheel.train.xtok import train_xtok, vocab_map
@@ -63,16 +62,7 @@ def main() -> None:
     train_q = [q for q, _ in pairs[::3][: args.train]]
     held_q = [q for q, _ in pairs[1::3][: args.heldout]]
 
-    def answered(questions: list[str]) -> list[list[dict]]:
-        convs = [[{"role": "user", "content": q}] for q in questions]
-        out = teacher.chat(convs, Sampling(max_tokens=args.max_tokens))
-        return [
-            [*c, {"role": "assistant", "content": r.completions[0].text}]
-            for c, r in zip(convs, out, strict=True)
-            if r.error is None and r.completions[0].text.strip()
-        ]
-
-    train, held = answered(train_q), answered(held_q)
+    train, held = (teacher_answers(teacher, qs, args.max_tokens) for qs in (train_q, held_q))
     teacher_path = teacher.backend.path
     teacher.backend.close()
     student = str(embedded.resolve(embedded.MINILM_STUDENT))
@@ -83,8 +73,9 @@ def main() -> None:
     t0 = time.perf_counter()
     tea2stu = vocab_map(AutoTokenizer.from_pretrained(teacher_path), AutoTokenizer.from_pretrained(student))
     print(f"MinED vocabulary map: {len(tea2stu)} teacher tokens in {time.perf_counter() - t0:.1f} s")
-    print(f"\n{'student':34s} {'held-out NLL':>12s} {'train s':>8s}  notes")
-    print(f"{'untrained':34s} {heldout_nll(student, held):12.4f} {'-':>8s}")
+    print(f"\n{'student':34s} {'held-out NLL':>12s} {'train s':>8s} {'x CE':>5s}  notes")
+    print(f"{'untrained':34s} {heldout_nll(student, held):12.4f} {'-':>8s} {'-':>5s}")
+    ce_seconds = None
     conditions = [
         ("cross-entropy only (sequence KD)", "ce", 1.0),
         ("ULD + CE", "uld", 1.0),
@@ -105,7 +96,9 @@ def main() -> None:
                 note += f", KD {stats['kd_first']:.3f} -> {stats['kd_last']:.3f}"
             if loss == "mined":
                 note += f", {stats['aligned_share']:.0%} of positions aligned"
-            print(f"{name:34s} {heldout_nll(str(out), held):12.4f} {seconds:8.0f}  {note}")
+            ce_seconds = seconds if loss == "ce" else ce_seconds
+            ratio = f"{seconds / ce_seconds:5.2f}" if ce_seconds else f"{'-':>5s}"
+            print(f"{name:34s} {heldout_nll(str(out), held):12.4f} {seconds:8.0f} {ratio}  {note}")
     print(f"\npeak RSS {peak_rss_mib():.0f} MiB; total {time.perf_counter() - start:.0f} s")
 
 

@@ -65,7 +65,8 @@ class TrainParams(OpParams):
 
 
 def base_path(op: Trainer) -> str:
-    return str(op.ctx.model(op.params.model).backend.path)
+    """The folder of the model a trainer starts from (trainers load it themselves)."""
+    return model_folder(op, op.params.model)[0]
 
 
 def model_folder(op, name: str) -> tuple[str, str]:
