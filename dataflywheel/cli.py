@@ -471,7 +471,14 @@ def serve(
     name: str | None = typer.Option(None, help="model name clients use (default: MODEL)"),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto"),
     dtype: str = typer.Option("auto", help="float32, bfloat16, float16 or auto"),
-    max_batch: int = typer.Option(16, help="requests run together at most"),
+    max_batch: int = typer.Option(
+        64, help="rows decoded together at most (a request with n choices takes n)"
+    ),
+    continuous: bool = typer.Option(
+        True,
+        "--continuous/--no-continuous",
+        help="hf models: requests join and leave the batch per step (off: whole requests batched)",
+    ),
     max_queue: int = typer.Option(256, help="requests waiting at most; more are answered 429 + Retry-After"),
     insecure: bool = typer.Option(
         False, "--insecure", help="allow serving beyond this machine without an API key"
@@ -513,7 +520,7 @@ def serve(
         highlight=False,
     )
     uvicorn.run(
-        create_app(name or model, main_backend, extra, api_key, max_batch, max_queue),
+        create_app(name or model, main_backend, extra, api_key, max_batch, max_queue, continuous),
         host=host,
         port=port,
         log_level="warning",

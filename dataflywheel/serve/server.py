@@ -1,22 +1,33 @@
 """The OpenAI-compatible app: /v1/models, /v1/chat/completions, /v1/completions (raw text, no chat
-template), /v1/embeddings, and /v1/score (an extension: log-probabilities of given responses, which the
-`openai` backend uses for IFD and friends)."""
+template), both also streamed (`stream: true`, server-sent events), /v1/embeddings, /v1/score (an
+extension: log-probabilities of given responses, which the `openai` backend uses for IFD and friends) and
+/health (what is running and waiting).
+
+Generation on an hf model runs by continuous batching (`serve.decoder`): requests join and leave the
+running batch per decoding step, and a client that goes away has its rows dropped at the next step. Other
+backends, scoring and embedding run by dynamic batching (`serve.batcher`). Both share the model under one
+lock, taken per forward pass.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
+from collections import defaultdict
 from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataflywheel.models.base import CHAT, COMPLETE, EMBED, LOGPROBS, Backend, Sampling
+from dataflywheel.models.hf import HFBackend
 from dataflywheel.serve.batcher import Batcher, Busy
+from dataflywheel.serve.decoder import Decoder
 
 
 class Message(BaseModel):
@@ -37,6 +48,8 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     logprobs: bool = False
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
 
 
 class CompletionRequest(BaseModel):
@@ -49,6 +62,8 @@ class CompletionRequest(BaseModel):
     max_tokens: int = Field(16, ge=1)  # OpenAI's default for this endpoint
     stop: str | list[str] | None = None
     seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
 
 
 class EmbeddingRequest(BaseModel):
@@ -115,26 +130,35 @@ def _text(content) -> str:
     return "".join(p.get("text", "") for p in content if p.get("type", "text") == "text")
 
 
+def _sse(body: dict) -> str:
+    return f"data: {orjson.dumps(body).decode()}\n\n"
+
+
 def create_app(
     name: str,
     chat: Backend | None = None,
     embedder: Backend | None = None,
     api_key: str | None = None,
-    max_batch: int = 16,
+    max_batch: int = 64,
     max_queue: int = 256,
+    continuous: bool = True,
 ) -> FastAPI:
+    """The app. ``continuous=False`` generates by dynamic batching even on an hf model (whole requests
+    grouped in arrival order): the baseline that `bench/serve_overhead.py` measures against."""
     app = FastAPI(title="dataflywheel serve")
+    lock = threading.Lock()  # one forward pass at a time on the model
 
     def run(key: str, items: list[Any]) -> list[Any]:
         kind, _, params = key.partition("|")
-        if kind == "chat":
-            return chat.chat(items, Sampling.model_validate_json(params))
-        if kind == "complete":
-            return chat.complete(items, Sampling.model_validate_json(params))
-        if kind == "score":
-            return chat.logprobs([i[0] for i in items], [i[1] for i in items])
-        texts = [t for batch in items for t in batch]
-        vecs = (embedder or chat).embed(texts)
+        with lock:
+            if kind == "chat":
+                return chat.chat(items, Sampling.model_validate_json(params))
+            if kind == "complete":
+                return chat.complete(items, Sampling.model_validate_json(params))
+            if kind == "score":
+                return chat.logprobs([i[0] for i in items], [i[1] for i in items])
+            texts = [t for batch in items for t in batch]
+            vecs = (embedder or chat).embed(texts)
         out, start = [], 0
         for batch in items:
             out.append(vecs[start : start + len(batch)])
@@ -142,28 +166,202 @@ def create_app(
         return out
 
     batcher = Batcher(run, max_batch=max_batch, max_queue=max_queue)
+    decoder = None
+    if continuous and isinstance(chat, HFBackend):
+        try:
+            decoder = Decoder(chat, max_batch=max_batch, max_queue=max_queue, lock=lock)
+        except TypeError:  # a cache that cannot be spliced (sliding windows, ...): whole-request batches
+            decoder = None
+    app.state.decoder, app.state.batcher = decoder, batcher
+    stats = {"completed": 0, "cancelled": 0}
 
     class Gone(Exception):
         """The client disconnected while its request waited."""
 
-    async def answered(request: Request, key: str, items: list[Any]) -> list[Any]:
-        """The results of ``items`` submitted together; while they wait, a client that disconnects has
-        them cancelled (a request whose batch has not started is never run)."""
-        futures = [batcher.submit(key, item) for item in items]
+    async def waited(request: Request, futures: list, cancel) -> list[Any]:
+        """The futures' results; a client that disconnects meanwhile has them cancelled."""
         waiting = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         while True:
             done, _ = await asyncio.wait({waiting}, timeout=0.25)
             if done:
                 return waiting.result()
             if await request.is_disconnected():
-                for f in futures:
-                    f.cancel()
+                cancel()
                 waiting.cancel()
+                stats["cancelled"] += 1
                 raise Gone
+
+    async def answered(request: Request, key: str, items: list[Any]) -> list[Any]:
+        """The results of ``items`` submitted together to the batcher (a request whose batch has not
+        started when its client goes away is never run)."""
+        futures = [batcher.submit(key, item) for item in items]
+        return await waited(request, futures, lambda: [f.cancel() for f in futures])
+
+    def submit(kind: str, items: list, sampling: Sampling, on_text=None) -> list:
+        """Handles of ``items`` (conversations or raw prompts) queued on the decoder; all or none."""
+        handles = []
+        try:
+            for item in items:
+                ids = chat.encode(chat.render(item) if kind == "chat" else item)
+                handles.append(decoder.submit(ids, sampling, on_text))
+        except Busy:
+            for h in handles:
+                h.cancel()
+            raise
+        return handles
+
+    async def generated(request: Request, kind: str, items: list, sampling: Sampling) -> list:
+        if decoder is None:
+            results = await answered(request, f"{kind}|{sampling.model_dump_json()}", items)
+        else:
+            handles = submit(kind, items, sampling)
+            futures = [h.future for h in handles]
+            results = await waited(request, futures, lambda: [h.cancel() for h in handles])
+        stats["completed"] += 1
+        return results
+
+    def streamed(request: Request, kind: str, items: list, sampling: Sampling, chunk, usage: bool):
+        """Server-sent events: text as it is decoded (one event per step and choice), then each choice's
+        rest and finish reason, usage if asked, and ``[DONE]``. A client that goes away has its rows
+        dropped at the next step."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        if decoder is None:
+            key = f"{kind}|{sampling.model_dump_json()}"
+            futures = [batcher.submit(key, item) for item in items]
+            cancel = [f.cancel for f in futures]
+        else:
+            handles = []
+            for i in range(len(items)):  # each prompt's choices are numbered i * n + j
+
+                def on_text(j, text, i=i):
+                    loop.call_soon_threadsafe(queue.put_nowait, (i * sampling.n + j, text))
+
+                handles += submit(kind, items[i : i + 1], sampling, on_text)
+            futures = [h.future for h in handles]
+            cancel = [h.cancel for h in handles]
+            early = [f.result() for f in futures if f.done() and not f.exception()]
+            failed = next((r.error for r in early if r.error), None)
+            if failed:
+                for c in cancel:
+                    c()
+                raise HTTPException(400, failed)
+
+        async def events():
+            results = asyncio.ensure_future(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+            sent: dict[int, str] = defaultdict(str)
+            finished = False
+            try:
+                if kind == "chat":
+                    yield _sse(
+                        chunk(
+                            [
+                                (j, {"role": "assistant", "content": ""}, None)
+                                for j in range(len(items) * sampling.n)
+                            ]
+                        )
+                    )
+                while not results.done():
+                    getter = asyncio.ensure_future(queue.get())
+                    done, _ = await asyncio.wait(
+                        {getter, results}, timeout=0.25, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter in done:
+                        index, text = getter.result()
+                        sent[index] += text
+                        yield _sse(chunk([(index, text, None)]))
+                    else:
+                        getter.cancel()
+                        if not done and await request.is_disconnected():
+                            return
+                while not queue.empty():
+                    index, text = queue.get_nowait()
+                    sent[index] += text
+                    yield _sse(chunk([(index, text, None)]))
+                try:
+                    answers = results.result()
+                except Exception as e:  # cancelled, or the model failed
+                    yield _sse(
+                        {
+                            "error": {
+                                "message": str(e) or type(e).__name__,
+                                "type": "server_error",
+                                "param": None,
+                                "code": None,
+                            }
+                        }
+                    )
+                    return
+                total_prompt, total_completion = 0, 0
+                for i, r in enumerate(answers):
+                    total_prompt += r.prompt_tokens
+                    if r.error:
+                        yield _sse(
+                            {
+                                "error": {
+                                    "message": r.error,
+                                    "type": "invalid_request_error",
+                                    "param": None,
+                                    "code": None,
+                                }
+                            }
+                        )
+                        return
+                    for j, c in enumerate(r.completions):
+                        index = i * sampling.n + j
+                        total_completion += c.tokens
+                        rest = c.text[len(sent[index]) :] if c.text.startswith(sent[index]) else ""
+                        yield _sse(chunk([(index, rest, c.finish_reason)]))
+                if usage:
+                    yield _sse(
+                        chunk(
+                            [],
+                            usage={
+                                "prompt_tokens": total_prompt,
+                                "completion_tokens": total_completion,
+                                "total_tokens": total_prompt + total_completion,
+                            },
+                        )
+                    )
+                yield "data: [DONE]\n\n"
+                finished = True
+                stats["completed"] += 1
+            finally:
+                if not finished:
+                    stats["cancelled"] += 1
+                for c in cancel:
+                    c()
+                results.cancel()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    def chunker(prefix: str, kind: str):
+        ident, created = f"{prefix}-{uuid.uuid4().hex}", int(time.time())
+
+        def chunk(parts: list, usage: dict | None = None) -> dict:
+            choices = []
+            for index, content, finish in parts:
+                if kind == "chat.completion.chunk":
+                    delta = (
+                        content if isinstance(content, dict) else ({"content": content} if content else {})
+                    )
+                    choices.append(
+                        {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+                    )
+                else:
+                    choices.append(
+                        {"index": index, "text": content, "finish_reason": finish, "logprobs": None}
+                    )
+            body = {"id": ident, "object": kind, "created": created, "model": name, "choices": choices}
+            if usage is not None:
+                body["usage"] = usage
+            return body
+
+        return chunk
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):
-        message = f"the server is busy ({batcher.max_queue} requests waiting); retry in {exc.retry_after} s"
+        message = f"the server is busy ({max_queue} requests waiting); retry in {exc.retry_after} s"
         return _error(429, message, "rate_limit_error", headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(Gone)
@@ -197,6 +395,22 @@ def create_app(
         if model not in (None, name, getattr(backend, "spec", None)):
             raise HTTPException(404, f"model '{model}' is not served here; this server serves '{name}'")
 
+    @app.get("/health")
+    async def health():
+        """What runs and waits now, and how many requests completed or were cancelled so far."""
+        if decoder is not None:
+            running = len({id(r.handle) for r in decoder.rows})
+            waiting = len(decoder.waiting) + batcher.waiting
+        else:
+            running, waiting = None, batcher.waiting
+        return {
+            "status": "ok",
+            "continuous_batching": decoder is not None,
+            "running": running,
+            "waiting": waiting,
+            **stats,
+        }
+
     @app.get("/v1/models")
     async def models():
         caps = sorted(
@@ -216,13 +430,24 @@ def create_app(
             ],
         }
 
+    def streaming(req, sampling: Sampling) -> bool:
+        if req.stream and sampling.logprobs:
+            raise HTTPException(400, "logprobs are not streamed: ask without stream")
+        return req.stream
+
+    def wants_usage(req) -> bool:
+        return bool((req.stream_options or {}).get("include_usage"))
+
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest, request: Request):
         check(req.model, chat, CHAT)
         max_tokens = req.max_completion_tokens or req.max_tokens or 256
         sampling = _sampling(req, max_tokens, logprobs=req.logprobs)
         conv = _conversation(req.messages)
-        (result,) = await answered(request, f"chat|{sampling.model_dump_json()}", [conv])
+        if streaming(req, sampling):
+            chunk = chunker("chatcmpl", "chat.completion.chunk")
+            return streamed(request, "chat", [conv], sampling, chunk, wants_usage(req))
+        (result,) = await generated(request, "chat", [conv], sampling)
         if result.error:
             raise HTTPException(400, result.error)
         choices = []
@@ -251,8 +476,10 @@ def create_app(
         check(req.model, chat, COMPLETE)
         sampling = _sampling(req, req.max_tokens)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        key = f"complete|{sampling.model_dump_json()}"
-        results = await answered(request, key, prompts)
+        if streaming(req, sampling):
+            chunk = chunker("cmpl", "text_completion")
+            return streamed(request, "complete", prompts, sampling, chunk, wants_usage(req))
+        results = await generated(request, "complete", prompts, sampling)
         failed = next((r.error for r in results if r.error), None)
         if failed:
             raise HTTPException(400, failed)

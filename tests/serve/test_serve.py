@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from dataflywheel.models.base import Sampling
@@ -122,3 +124,120 @@ def test_response_logprobs_through_the_server_equal_in_process(served, smollm2):
 def test_embeddings_through_the_server(served, minilm):
     texts = ["bread baking", "how to bake bread", "stock market"]
     np.testing.assert_allclose(client(served).embed(texts), minilm.embed(texts), atol=1e-5)
+
+
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+
+
+def sse(lines) -> list[dict | str]:
+    """The data of each server-sent event ("[DONE]" as the string)."""
+    out = []
+    for line in lines:
+        if line.startswith("data: "):
+            data = line[len("data: ") :]
+            out.append(data if data == "[DONE]" else orjson.loads(data))
+    return out
+
+
+def test_streamed_chat_is_the_chat_text_with_usage_and_done(served, smollm2):
+    body = {
+        "messages": CONVS[1],
+        "max_tokens": 20,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream("POST", f"{served}/chat/completions", json=body, headers=HEADERS, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = sse(r.iter_lines())
+    assert events[-1] == "[DONE]"
+    chunks = [e for e in events[:-1] if e["choices"]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    (ref,) = smollm2.chat([CONVS[1]], Sampling(max_tokens=20))
+    assert text == ref.text and len(chunks) > 5  # token by token, not one piece
+    assert chunks[-1]["choices"][0]["finish_reason"] == ref.completions[0].finish_reason
+    assert events[-2]["usage"]["completion_tokens"] == ref.completions[0].tokens
+
+
+def test_64_concurrent_clients_some_leaving_mid_stream(served, smollm2):
+    """8 long streamed requests read to the end and 8 long ones whose client leaves after three pieces;
+    once they decode, 48 short requests (half of them streamed). Every finished answer is the in-process
+    text; the short ones are not held up by the long ones (whole-request batching runs them after); the
+    abandoned ones stop decoding; nothing is left over."""
+
+    prompts = [
+        "What is the capital of France?",
+        "Name three fruits.",
+        "Write a haiku about the sea.",
+        "Translate 'good morning' into Spanish.",
+        "Give me one tip for sleeping better.",
+        "What is 12 times 7?",
+        "Describe a bicycle in one sentence.",
+        "Write a 500-word story about a dragon who learns to bake bread.",
+    ]
+    short_ref = [
+        r.text
+        for r in smollm2.chat([[{"role": "user", "content": p}] for p in prompts], Sampling(max_tokens=8))
+    ]
+    long_ref = [
+        r.text
+        for r in smollm2.chat([[{"role": "user", "content": p}] for p in prompts], Sampling(max_tokens=64))
+    ]
+    before = httpx.get(served.removesuffix("/v1") + "/health").json()
+
+    async def one(http, kind: str, k: int, t0: float):
+        p = prompts[k % len(prompts)]
+        tokens = 8 if kind.startswith("short") else 64
+        body = {"messages": [{"role": "user", "content": p}], "max_tokens": tokens, "temperature": 0}
+        if kind == "short":
+            r = await http.post(f"{served}/chat/completions", json=body)
+            assert r.status_code == 200
+            answer = r.json()["choices"][0]
+            return kind, k, answer["message"]["content"], time.monotonic() - t0, answer["finish_reason"]
+        text, pieces, finish = "", 0, None
+        async with http.stream("POST", f"{served}/chat/completions", json={**body, "stream": True}) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                choice = orjson.loads(line[6:])["choices"][0]
+                delta, finish = choice["delta"].get("content", ""), choice["finish_reason"]
+                text, pieces = text + delta, pieces + bool(delta)
+                if kind == "leave" and pieces == 3:  # leaving closes the stream: the client is gone
+                    return kind, k, None, time.monotonic() - t0, None
+        return kind, k, text, time.monotonic() - t0, finish
+
+    async def main():
+        limits = httpx.Limits(max_connections=128, max_keepalive_connections=0)
+        t0 = time.monotonic()
+        async with httpx.AsyncClient(headers=HEADERS, timeout=300, limits=limits) as http:
+            kinds = ["long"] * 8 + ["leave"] * 8
+            longs = [asyncio.create_task(one(http, kind, k, t0)) for k, kind in enumerate(kinds)]
+            await asyncio.sleep(1.0)  # the long ones are in; now the short ones come
+            kinds = ["short", "short-stream"] * 24
+            shorts = await asyncio.gather(*(one(http, kind, 16 + k, t0) for k, kind in enumerate(kinds)))
+            return shorts + list(await asyncio.gather(*longs))
+
+    results = asyncio.run(main())
+    assert len(results) == 64
+    for kind, k, text, _, _ in results:
+        if kind.startswith("short"):
+            assert text == short_ref[k % len(prompts)], (kind, k)
+        elif kind == "long":
+            assert text == long_ref[k % len(prompts)], (kind, k)
+    short = sorted(s for kind, _, _, s, _ in results if kind.startswith("short"))
+    full = [s for kind, _, _, s, finish in results if kind == "long" and finish == "length"]
+    assert len(full) >= 2  # the story prompt runs to its 64 tokens
+    assert short[-1] < min(full)  # every short answer ended before any long one that ran its 64 tokens
+    assert short[-1] < 60
+    deadline = time.time() + 30
+    while True:
+        health = httpx.get(served.removesuffix("/v1") + "/health").json()
+        if health["running"] == 0 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert health["continuous_batching"] is True
+    assert (health["running"], health["waiting"]) == (0, 0)
+    assert health["cancelled"] - before["cancelled"] == 8
+    assert health["completed"] - before["completed"] == 56
