@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -157,5 +158,102 @@ def priced_teacher_app(
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+    return app
+
+
+# Every failure an OpenAI-compatible server can give, once each before the request succeeds, and one that
+# never does. The i-th distinct request gets CHAOS_PLAN[i % len(CHAOS_PLAN)]: any 10 distinct requests see
+# them all, whatever order they arrive in.
+CHAOS_PLAN = (
+    "ok",
+    "429",  # with Retry-After: 0
+    "429-bare",  # without Retry-After: the client backs off on its own
+    "500",
+    "garble",  # not JSON at all
+    "cut",  # the answer's JSON cut off half way
+    "hang",  # past the client's timeout
+    "empty",  # a 200 with no choices
+    "null",  # a 200 whose message has no content
+    "always",  # a 500 on every attempt: fails for good
+)
+
+
+class Chaos:
+    """State of a chaos server: the plan each distinct request got, and its attempts."""
+
+    def __init__(self, reply, hang_s: float, retries: int):
+        self.reply, self.hang_s, self.retries = reply, hang_s, retries
+        self.plan: dict[str, str] = {}
+        self.attempts: Counter = Counter()
+
+    @property
+    def served(self) -> set[str]:
+        """The plans that were served (each distinct request got one)."""
+        return set(self.plan.values())
+
+    @property
+    def failed_for_good(self) -> int:
+        """Requests that exhausted their retries (each took retries + 1 attempts)."""
+        return sum(self.attempts[k] // (self.retries + 1) for k, p in self.plan.items() if p == "always")
+
+
+def create_chaos_app(reply, hang_s: float = 1.0, retries: int = 2) -> FastAPI:
+    """A server that answers ``reply(text of the last message or the prompt)`` after the failure its plan
+    gives each distinct request (CHAOS_PLAN). ``app.state.chaos`` says what it did."""
+    app = FastAPI()
+    chaos = app.state.chaos = Chaos(reply, hang_s, retries)
+
+    async def respond(key: str, body: dict):
+        plan = chaos.plan.setdefault(key, CHAOS_PLAN[len(chaos.plan) % len(CHAOS_PLAN)])
+        chaos.attempts[key] += 1
+        first = chaos.attempts[key] == 1
+        if plan == "always":
+            return PlainTextResponse("boom", 500)
+        if first and plan in ("429", "429-bare", "500"):
+            headers = {"Retry-After": "0"} if plan == "429" else {}
+            return PlainTextResponse(f"error {plan}", int(plan[:3]), headers=headers)
+        if first and plan == "garble":
+            return PlainTextResponse("<html>bad gateway</html>", 200, media_type="application/json")
+        if first and plan == "cut":
+            text = orjson.dumps(body).decode()
+            return PlainTextResponse(text[: len(text) // 2], 200, media_type="application/json")
+        if first and plan == "hang":
+            await asyncio.sleep(chaos.hang_s)
+        if first and plan == "empty":
+            return {**body, "choices": []}
+        if first and plan == "null":
+            choice = dict(body["choices"][0])
+            if "message" in choice:
+                choice["message"] = {"role": "assistant", "content": None}
+            else:
+                choice["text"] = None
+            return {**body, "choices": [choice]}
+        return body
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        text = body["messages"][-1]["content"]
+        n = body.get("n", 1)
+        reply = {
+            **answer(""),
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": chaos.reply(text)},
+                    "finish_reason": "stop",
+                }
+                for i in range(n)
+            ],
+        }
+        return await respond(orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode(), reply)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await request.json()
+        reply = text_answer("")
+        reply["choices"][0]["text"] = chaos.reply(body["prompt"])
+        return await respond(orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode(), reply)
 
     return app

@@ -133,7 +133,8 @@ class EvalJudge(LLMTask, Evaluator):
             verdicts = [r.values[0]["verdict"] if r.values else None for r in pair]
             if len(verdicts) == 2 and None not in verdicts:
                 outcomes.append(pairwise_outcome(*verdicts))
-        return self._rates(rows, outcomes, failed, unparsed=self.stats["unparsed"] + self.stats["failed"])
+        failed["failed_verdicts"] = self.stats["failed"]  # a judge call that failed is not an unparsed reply
+        return self._rates(rows, outcomes, failed, unparsed=self.stats["unparsed"])
 
     def _single(self, rows: list[dict], replies: list, failed: dict) -> dict[str, Any]:
         grades = [r[0].values[0]["grade"] for r in replies if r and r[0].values]
@@ -143,7 +144,8 @@ class EvalJudge(LLMTask, Evaluator):
             "ci95": [round(lo, 4), round(hi, 4)],
             "rows": len(rows),
             "judged": len(grades),
-            "unparsed": self.stats["unparsed"] + self.stats["failed"],
+            "unparsed": self.stats["unparsed"],
+            "failed_grades": self.stats["failed"],
             "excluded": len(rows) - len(grades),
             **failed,
         }
