@@ -268,7 +268,8 @@ class Executor:
         store.prepare()
         start = time.perf_counter()
         seen: set = set()
-        k = 0
+        k = read = bad = 0
+        task = self.progress.task("00 read", total=None)
         for spec in self.recipe.inputs:
             path = self.recipe.input_path(spec)
             on_error = spec.on_error or self.recipe.on_error
@@ -300,6 +301,10 @@ class Executor:
                         )
                     store.write_shard(k, batch.table, drops)
                 k += 1
+                read, bad = read + batch.table.num_rows, bad + len(batch.dropped)
+                task.update(
+                    read, None, f"{read:,} rows from {Path(path).name}" + (f", {bad:,} bad" if bad else "")
+                )
         give_empty_shards_the_schema(store)
         return self._finish(result, store, start, rows_in=None)
 
@@ -392,10 +397,13 @@ class Executor:
     def _select(self, op: Selector, inputs: list[Path], store: StepStore, result: StepResult) -> None:
         counts = [pq.read_metadata(p).num_rows for p in inputs]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        sel = self._selection(op, inputs, store, int(offsets[-1]))
+        n = int(offsets[-1])
+        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
+        task.update(0, len(inputs), f"selecting among {n:,} rows")
+        sel = self._selection(op, inputs, store, n)
         result.stats.update(sel.stats)
         indices, dropped = sel.indices, sel.dropped
-        task = self.progress.task(f"{op.ctx.step:02d} {op.name}", total=len(inputs))
+        task.update(0, len(inputs), f"kept {len(indices):,} of {n:,}")
         step = op.ctx.step
         if np.all(np.diff(indices) > 0):  # a pure subset in input order: stream shard by shard
             for k, shard in enumerate(inputs):

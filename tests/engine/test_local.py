@@ -333,3 +333,48 @@ def test_an_input_whose_rows_are_all_bad_stops_or_gives_an_empty_canonical_outpu
     assert result.rows_out == 0 and result.steps[0].dropped == {"malformed JSON": 1}
     (shard,) = StepStore(result.steps[0].dir).shards()
     assert pq.read_schema(shard).names == ["id", "messages", "origin", "parents", "ops", "iteration"]
+
+
+class RecordedProgress:
+    """Stands in for the rich progress display: records each task's updates."""
+
+    def __init__(self):
+        self.log: list[tuple[str, str, object]] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def task(self, description: str, total):
+        log = self.log
+
+        class Task:
+            def advance(self, n: int = 1) -> None:
+                log.append((description, "advance", n))
+
+            def update(self, done, total, info: str = "") -> None:
+                log.append((description, "update", (done, total, info)))
+
+        log.append((description, "start", total))
+        return Task()
+
+
+def test_the_read_step_and_selectors_show_progress(tmp_path):
+    path = make_recipe(tmp_path, STEPS, extra="on_error: skip", bad_lines={3: "{not json"})
+    recipe, ops, problems = validate_file(path)
+    assert not problems, problems
+    ex = LocalExecutor(recipe, ops, tmp_path / "run", progress=True)
+    ex.progress = RecordedProgress()
+    ex.run()
+    read = [x for d, kind, x in ex.progress.log if d == "00 read" and kind == "update"]
+    assert read[-1] == (40, None, "40 rows from pool.jsonl, 1 bad") and len(read) == 9  # one per shard
+    sort = [(kind, x) for d, kind, x in ex.progress.log if d == "04 sort"]
+    # the selector's task is there while it decides (a long k-center selection is not a silent pause)
+    assert sort[:3] == [
+        ("start", 9),
+        ("update", (0, 9, "selecting among 28 rows")),
+        ("update", (0, 9, "kept 28 of 28")),
+    ]
+    assert sum(x for kind, x in sort if kind == "advance") == 9
