@@ -1,13 +1,19 @@
 """Property-based checks of the readers (hypothesis, a bounded number of examples so CI stays fast).
 
 1. Random valid rows written in every file kind and format come back as the same canonical rows.
-2. Random damage to a valid JSON-lines file loses no row silently: every line left intact is read, every
-   damaged line is an error or a drop naming its line, and no two rows are ever merged into one.
+2. Random damage to a valid JSON-lines or CSV file loses no row silently: every line left intact is read,
+   every damaged line is an error or a drop naming its line, and no two rows are ever merged into one
+   (a stray quote in a CSV must not swallow the lines after it).
+3. A gzip file cut at any byte keeps the rows before the cut, in order, and records the loss.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io as stdio
 import json
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -94,6 +100,82 @@ def _parse(line: bytes):
         return (v.get("instruction"), v.get("output")) if isinstance(v, dict) else None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+LINE_TEXT = TEXT.map(lambda t: t.replace("\n", " ").replace("\r", " ")).filter(lambda t: t.strip())
+LINE_ROWS = st.lists(st.tuples(LINE_TEXT, LINE_TEXT), min_size=1, max_size=12, unique_by=lambda r: r)
+
+
+def _csv_line(fields: list[str]) -> bytes:
+    out = stdio.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue().encode()
+
+
+def _csv_parse(line: bytes):
+    try:
+        fields = next(csv.reader([line.decode()]), None)
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    return tuple(fields) if fields and len(fields) == 2 else None
+
+
+@SETTINGS
+@given(rows=LINE_ROWS, damage=DAMAGE)
+def test_damage_to_a_csv_file_loses_and_merges_no_row(tmp_path_factory, rows, damage):
+    tmp = tmp_path_factory.mktemp("fzc")
+    header = _csv_line(["instruction", "output"])
+    lines = [_csv_line([q, a]) for q, a in rows]
+    body = bytearray(b"\n".join(lines) + b"\n")
+    for pos, how, blob in damage:  # the header stays whole: without it nothing can be read
+        p = pos % (len(body) + 1)
+        if how == "delete":
+            del body[p : p + len(blob)]
+        elif how == "insert":
+            body[p:p] = blob
+        elif p < len(body):
+            body[p] ^= blob[0] | 1
+    (tmp / "d.csv").write_bytes(header + b"\n" + bytes(body))
+    after = re.split(rb"\r\n|\r|\n", bytes(body))  # a CSV line ends at any of the three
+    try:
+        got = io.read_all(str(tmp / "d.csv"), fmt="alpaca", on_error="skip")
+    except Exception as e:
+        assert type(e).__name__ == "DataError", e
+        return
+    read = [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in got.rows]
+    for r, line in zip(rows, lines, strict=True):  # every untouched line is read
+        if line in after:
+            assert r in read, (r, after)
+    singles = {_csv_parse(line) for line in after}
+    for r in read:  # each row read is one line's content, never two lines run together
+        assert r in rows or r in singles, (r, after)
+    nonblank = [line for line in after if line.strip()]
+    assert len(got.rows) + len(got.dropped) <= len(nonblank)  # at most one row or one drop per line
+    assert len(got.rows) + len(got.dropped) >= len([x for x in after if x in lines])
+    for d in got.dropped:
+        assert d.detail and "d.csv:" in d.detail  # a drop names the file and line
+
+
+@SETTINGS
+@given(n=st.integers(min_value=1, max_value=400), cut=st.floats(min_value=0.0, max_value=1.0))
+def test_a_gzip_file_cut_anywhere_keeps_the_rows_before_the_cut(tmp_path_factory, n, cut):
+    tmp = tmp_path_factory.mktemp("fzg")
+    text = "".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(n))
+    data = gzip.compress(text.encode(), mtime=0)
+    end = int(len(data) * cut)
+    (tmp / "d.jsonl.gz").write_bytes(data[:end])
+    try:
+        got = io.read_all(str(tmp / "d.jsonl.gz"), on_error="skip")
+    except Exception as e:
+        assert type(e).__name__ == "DataError" and "d.jsonl.gz" in str(e), e
+        return
+    instructions = [r["messages"][0]["content"] for r in got.rows]
+    assert instructions == [f"q{i}" for i in range(len(instructions))]  # a prefix, in order
+    if end == len(data):
+        assert len(instructions) == n and got.dropped == []
+    else:  # the loss is recorded, with where the damage starts
+        assert len(instructions) < n or got.dropped
+        assert [d.reason for d in got.dropped] == ["damaged gzip data"], got.dropped
 
 
 def test_the_fuzz_checks_can_fail():
