@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -204,6 +205,19 @@ def _csv_cell(key: str, value: str):
     return value
 
 
+# One CSV record as RFC 4180 writes it: quoted fields (quotes doubled inside, line breaks allowed) or
+# unquoted ones (no quote, comma or line break), separated by commas.
+_CSV_FIELD = r'(?:"(?:[^"]|"")*"|[^",\r\n]*)'
+_RFC4180_RECORD = re.compile(rf"{_CSV_FIELD}(?:,{_CSV_FIELD})*(?:\r\n|\r|\n)?")
+
+
+def _past_blank_lines(lines: list[str], pos: int, k: int) -> int:
+    """The first k' >= k with lines[pos + k'] not blank (the csv reader skips blank lines)."""
+    while pos + k < len(lines) - 1 and not lines[pos + k].strip("\r\n"):
+        k += 1
+    return k
+
+
 def _iter_csv(path: str) -> Iterator[RawRow]:
     raw = _read_all_bytes(path)
     try:
@@ -213,7 +227,9 @@ def _iter_csv(path: str) -> Iterator[RawRow]:
         raise DataError(
             "invalid UTF-8", Location(path, line=line), "UTF-8 text", f"byte 0x{raw[u.start]:02x}"
         ) from None
-    lines = text.splitlines(keepends=True)
+    # CSV lines end at \r\n, \r or \n only (str.splitlines would also break at \x0b, \x0c, \x1c-\x1e,
+    # \x85 and \u2028-9, which CSV fields may hold)
+    lines = io.StringIO(text, newline="").readlines()
     if not lines:
         return
     fieldnames = next(csv.reader([lines[0]]))
@@ -222,27 +238,48 @@ def _iter_csv(path: str) -> Iterator[RawRow]:
         # strict: a quote that does not close before the next delimiter or line end is an error, never a
         # field that silently swallows the rows after it
         reader = csv.DictReader(io.StringIO("".join(lines[pos:]), newline=""), fieldnames, strict=True)
-        consumed = 0
+        consumed, restart = 0, None
         try:
             for rec in reader:
-                where = Location(path, line=pos + consumed + 1)
-                consumed = reader.line_num
+                first = _past_blank_lines(lines, pos, consumed)  # where this record starts
+                consumed = reader.line_num  # lines read up to its end
+                where = Location(path, line=pos + first + 1)
+                cells_ok = None not in rec and None not in rec.values()
+                multiline = consumed - first > 1
+                if multiline and not (
+                    cells_ok and _RFC4180_RECORD.fullmatch("".join(lines[pos + first : pos + consumed]))
+                ):
+                    # a quoted field ran over line ends, and the record has the wrong number of cells or is
+                    # not what a CSV writer writes (a quote inside an unquoted field): a stray quote on its
+                    # first line, not a field with line breaks. Only that line is bad; reading starts
+                    # again on the next one, so the rows it swallowed are read.
+                    error = DataError(
+                        "a quote runs past the line end",
+                        where,
+                        f"{len(fieldnames)} cells on the line, or a quoted field that closes",
+                    )
+                    yield RawRow(where, error=error, text=lines[pos + first])
+                    restart = pos + first + 1
+                    break
                 if None in rec:
                     error = DataError("too many cells", where, f"{len(fieldnames)} columns")
                     yield RawRow(where, error=error, text=str(rec))
                     continue
                 yield RawRow(where, {k: _csv_cell(k, v) for k, v in rec.items() if v is not None})
         except csv.Error as e:
-            where = Location(path, line=pos + consumed + 1)
+            first = _past_blank_lines(lines, pos, consumed)  # the record that failed starts here
+            where = Location(path, line=pos + first + 1)
             error = DataError(
                 f"unclosed or misplaced quote ({e})",
                 where,
                 "a quoted field closed before the next comma or line end (RFC 4180)",
             )
-            yield RawRow(where, error=error, text=lines[pos + consumed])
-            pos += consumed + 1  # the bad line goes to the drop log; reading goes on from the next one
+            yield RawRow(where, error=error, text=lines[pos + first])
+            pos += first + 1  # the bad line goes to the drop log; reading goes on from the next one
         else:
-            return
+            if restart is None:
+                return
+            pos = restart
 
 
 def _iter_hf(ds, path: str) -> Iterator[RawRow]:

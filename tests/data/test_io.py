@@ -204,6 +204,34 @@ def test_csv_quote_that_does_not_close_swallows_no_row(tmp_path, text, good):
     assert len(got.rows) + len(got.dropped) == text.count("\n") - 1  # every row read or dropped
 
 
+@pytest.mark.parametrize(
+    ("text", "good", "bad_line"),
+    [
+        # found by tests/data/test_fuzz.py: a stray quote opens a field that closes lines later, leaving a
+        # record with too many cells that held the two good rows after it
+        ('instruction,output\nq1,x"y,",a\n",",b\nq3,",c"\n', [",", "q3"], 2),
+        # one that closes in the next good line with the right number of cells, but is no CSV a writer
+        # writes (a quote inside an unquoted cell): the good line is read on its own
+        ('instruction,output\n",,0\n0,",0"\n', ["0"], 2),
+        # a blank line before the bad record: the error names the record's line, not the blank one
+        ('instruction,output\nq1,a1\n\nq2,"a2""\nq3,"x""y"\n', ["q1", "q3"], 4),
+    ],
+)
+def test_csv_a_stray_quote_that_closes_lines_later_swallows_no_row(tmp_path, text, good, bad_line):
+    (tmp_path / "a.csv").write_text(text)
+    got = io.read_all(str(tmp_path / "a.csv"), on_error="skip")
+    assert [r["messages"][0]["content"] for r in got.rows] == good
+    assert [d.detail.split(": ")[0] for d in got.dropped] == [f"{tmp_path / 'a.csv'}:{bad_line}"]
+
+
+def test_csv_control_characters_in_a_cell_are_not_line_breaks(tmp_path):
+    """\x0b, \x0c, \x1c-\x1e, \x85 and \u2028 end a line for str.splitlines, not for CSV."""
+    (tmp_path / "a.csv").write_text('instruction,output\n"q\x0b1",a\x0c1\nq2,"a\u20282"\n', newline="")
+    got = io.read_all(str(tmp_path / "a.csv"))
+    assert [r["messages"][0]["content"] for r in got.rows] == ["q\x0b1", "q2"]
+    assert [r["messages"][1]["content"] for r in got.rows] == ["a\x0c1", "a\u20282"]
+
+
 def test_csv_multiline_quoted_fields_stay_one_row(tmp_path):
     (tmp_path / "a.csv").write_text('instruction,output\nq1,"line one, with a comma\nline two, too"\nq2,a2\n')
     got = io.read_all(str(tmp_path / "a.csv"))
