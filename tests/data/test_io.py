@@ -225,11 +225,16 @@ def test_csv_a_stray_quote_that_closes_lines_later_swallows_no_row(tmp_path, tex
 
 
 def test_csv_control_characters_in_a_cell_are_not_line_breaks(tmp_path):
-    """\x0b, \x0c, \x1c-\x1e, \x85 and \u2028 end a line for str.splitlines, not for CSV."""
-    (tmp_path / "a.csv").write_text('instruction,output\n"q\x0b1",a\x0c1\nq2,"a\u20282"\n', newline="")
-    got = io.read_all(str(tmp_path / "a.csv"))
-    assert [r["messages"][0]["content"] for r in got.rows] == ["q\x0b1", "q2"]
-    assert [r["messages"][1]["content"] for r in got.rows] == ["a\x0c1", "a\u20282"]
+    """\x0b, \x0c, \x1c-\x1e, \x85 and \u2028 end a line for str.splitlines, not for CSV: the line named in
+    an error and the line reading restarts from must not shift."""
+    text = 'instruction,output\n"q\x0b1",a\x0c1\nq2,"a\u20282\nq3,a3\n'
+    (tmp_path / "a.csv").write_text(text, newline="")
+    got = io.read_all(str(tmp_path / "a.csv"), on_error="skip")
+    assert [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in got.rows] == [
+        ("q\x0b1", "a\x0c1"),
+        ("q3", "a3"),
+    ]
+    assert [d.detail.split(": ")[0] for d in got.dropped] == [f"{tmp_path / 'a.csv'}:3"]
 
 
 def test_csv_multiline_quoted_fields_stay_one_row(tmp_path):
