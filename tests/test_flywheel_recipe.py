@@ -136,3 +136,72 @@ def test_the_flywheel_killed_mid_iteration_resumes_to_the_same_output(shipped_ru
     out_path = Path(manifest["output"]["path"])
     ref_manifest = json.loads((reference / "manifest.json").read_text())
     assert out_path.read_bytes() == Path(ref_manifest["output"]["path"]).read_bytes()
+
+
+@pytest.mark.slow
+def test_the_flywheel_runs_unchanged_with_its_judge_behind_an_openai_compatible_server(
+    shipped_runs, tmp_path
+):
+    """The same steps with `judge` declared as an openai model (`flywheel serve` of the same SmolLM2 on
+    loopback): the judge's option scores come through /v1/score instead of one next-token pass, equal to
+    1e-5, so the run keeps the same rows, trains the same policy and writes the same rows."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import yaml
+
+    from tests.fault_server import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dataflywheel.cli", "serve", "embedded:smollm2-135m-instruct"]
+        + ["--port", str(port), "--name", "judge", "--device", "cpu"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/models").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.time() < deadline and server.poll() is None, "flywheel serve did not start"
+                time.sleep(0.3)
+        recipe = yaml.safe_load((ROOT / "recipes" / "flywheel.yaml").read_text())
+        recipe["models"]["judge"] = {"backend": "openai", "model": "judge", "base_url": url}
+        (tmp_path / "flywheel.yaml").write_text(
+            yaml.safe_dump(recipe, sort_keys=False).replace("../examples/", f"{ROOT}/examples/")
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, "-m", "dataflywheel.cli", "run", str(tmp_path / "flywheel.yaml")]
+        done = subprocess.run(
+            [*cmd, "--run-dir", str(tmp_path / "run"), "--quiet"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    judge = manifest["models"]["judge"]
+    assert judge["requests"] > 0 and judge["failed"] == 0 and judge["cached"] == 0  # asked over HTTP
+    reference, _ = shipped_runs["flywheel"]
+    ref_manifest = json.loads((reference / "manifest.json").read_text())
+    out = [json.loads(x) for x in Path(manifest["output"]["path"]).read_text().splitlines()]
+    ref = [json.loads(x) for x in Path(ref_manifest["output"]["path"]).read_text().splitlines()]
+    assert [(r["id"], r["messages"]) for r in out] == [(r["id"], r["messages"]) for r in ref]
+    for a, b in zip(out, ref, strict=True):  # the judge's expected scores, to float noise
+        for key in (k for k in b if k.startswith("score_") and isinstance(b[k], float)):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), key
+    nll = [s["stats"]["metrics"]["nll"] for s in manifest["steps"] if s["op"] == "eval_nll"]
+    ref_nll = [s["stats"]["metrics"]["nll"] for s in ref_manifest["steps"] if s["op"] == "eval_nll"]
+    assert nll == ref_nll  # the same rows trained the same policy
