@@ -238,7 +238,7 @@ def _iter_csv(path: str) -> Iterator[RawRow]:
         # strict: a quote that does not close before the next delimiter or line end is an error, never a
         # field that silently swallows the rows after it
         reader = csv.DictReader(io.StringIO("".join(lines[pos:]), newline=""), fieldnames, strict=True)
-        consumed, restart = 0, None
+        consumed, bad = 0, None  # bad: (where the record starts, reason, expected) of a damaged record
         try:
             for rec in reader:
                 first = _past_blank_lines(lines, pos, consumed)  # where this record starts
@@ -251,15 +251,9 @@ def _iter_csv(path: str) -> Iterator[RawRow]:
                 ):
                     # a quoted field ran over line ends, and the record has the wrong number of cells or is
                     # not what a CSV writer writes (a quote inside an unquoted field): a stray quote on its
-                    # first line, not a field with line breaks. Only that line is bad; reading starts
-                    # again on the next one, so the rows it swallowed are read.
-                    error = DataError(
-                        "a quote runs past the line end",
-                        where,
-                        f"{len(fieldnames)} cells on the line, or a quoted field that closes",
-                    )
-                    yield RawRow(where, error=error, text=lines[pos + first])
-                    restart = pos + first + 1
+                    # first line, not a field with line breaks
+                    expected = f"{len(fieldnames)} cells on the line, or a quoted field that closes"
+                    bad = (first, "a quote runs past the line end", expected)
                     break
                 if None in rec:
                     error = DataError("too many cells", where, f"{len(fieldnames)} columns")
@@ -267,19 +261,16 @@ def _iter_csv(path: str) -> Iterator[RawRow]:
                     continue
                 yield RawRow(where, {k: _csv_cell(k, v) for k, v in rec.items() if v is not None})
         except csv.Error as e:
-            first = _past_blank_lines(lines, pos, consumed)  # the record that failed starts here
-            where = Location(path, line=pos + first + 1)
-            error = DataError(
-                f"unclosed or misplaced quote ({e})",
-                where,
-                "a quoted field closed before the next comma or line end (RFC 4180)",
-            )
-            yield RawRow(where, error=error, text=lines[pos + first])
-            pos += first + 1  # the bad line goes to the drop log; reading goes on from the next one
-        else:
-            if restart is None:
-                return
-            pos = restart
+            expected = "a quoted field closed before the next comma or line end (RFC 4180)"
+            bad = (_past_blank_lines(lines, pos, consumed), f"unclosed or misplaced quote ({e})", expected)
+        if bad is None:
+            return
+        # Only the bad record's first line goes to the drop log; reading starts again on the next line, so
+        # the rows a stray quote would have swallowed are read.
+        first, reason, expected = bad
+        where = Location(path, line=pos + first + 1)
+        yield RawRow(where, error=DataError(reason, where, expected), text=lines[pos + first])
+        pos += first + 1
 
 
 def _iter_hf(ds, path: str) -> Iterator[RawRow]:

@@ -46,6 +46,8 @@ class Handle:
         self.cancelled = False
         self.rows: list[_Row] = []
         self.submitted = time.monotonic()
+        self.stop_ids: frozenset[int] = frozenset()  # tokens holding a one-character stop (set on admission)
+        self.stop_strings = [c for c in sampling.stop or [] if len(c) > 1]
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -64,11 +66,6 @@ class _Row:
 
 def _cache_of(out):
     return out["cache"] if "cache" in out else out["past_key_values"]
-
-
-def _holdback(sampling: Sampling) -> int:
-    """Characters of streamed text held back: a stop string may still complete over them."""
-    return max((len(s) - 1 for s in sampling.stop or [] if len(s) > 1), default=0)
 
 
 class Decoder:
@@ -97,7 +94,6 @@ class Decoder:
         self.mask = None  # (rows, cache length) 1 where a row has a token
         self.eos = backend._eos_ids()
         self.request_seconds = 1.0  # running mean of one request's time, for Retry-After
-        self.skipped = 0  # cancelled before they started
         self.steps = 0
         # transformers 5 renamed the forward's `past_key_values` to `cache` (the old name warns)
         self.cache_arg = (
@@ -170,7 +166,6 @@ class Decoder:
                 h = self.waiting[0]
                 if h.cancelled:
                     self.waiting.popleft()
-                    self.skipped += 1
                     h.future.set_exception(Cancelled())
                     continue
                 rows = len(self.rows) + sum(j.sampling.n for j in joining) + h.sampling.n
@@ -209,6 +204,7 @@ class Decoder:
             logits, mask = logits[index], mask[index.cpu()]
         new_rows = []
         for h in handles:
+            h.stop_ids = self.backend._tokens_containing([c for c in h.sampling.stop or [] if len(c) == 1])
             seed = h.sampling.seed if h.sampling.seed is not None else secrets.randbits(63)
             generator = torch.Generator(device=device).manual_seed(seed)
             h.rows = [_Row(h, j, generator) for j in range(h.sampling.n)]
@@ -270,16 +266,17 @@ class Decoder:
                 scores[order[outside]] = float("-inf")
             chosen[i] = torch.multinomial(scores.softmax(-1), 1, generator=rows[i].generator)[0]
         wanted = [i for i, r in enumerate(rows) if r.handle.sampling.logprobs]
-        lps = None
+        lps: dict[int, float] = {}
         if wanted:
             index = torch.tensor(wanted, device=logits.device)
-            lps = logits[index].log_softmax(-1).gather(-1, chosen[index, None]).squeeze(-1).tolist()
+            picked = logits[index].log_softmax(-1).gather(-1, chosen[index, None]).squeeze(-1).tolist()
+            lps = dict(zip(wanted, picked, strict=True))
         tokens = chosen.tolist()
         finished = []
         for i, row in enumerate(rows):
             row.tokens.append(tokens[i])
-            if lps is not None and i in wanted:
-                row.logprobs.append(lps[wanted.index(i)])
+            if i in lps:
+                row.logprobs.append(lps[i])
             if self._finished(row):
                 finished.append(row)
             elif row.handle.on_text is not None:
@@ -287,22 +284,19 @@ class Decoder:
         self._leave(finished, done=True)
 
     def _finished(self, row: _Row) -> bool:
-        s = row.handle.sampling
+        h = row.handle
         token = row.tokens[-1]
-        if token in self.eos or len(row.tokens) >= s.max_tokens:
+        if token in self.eos or token in h.stop_ids or len(row.tokens) >= h.sampling.max_tokens:
             return True
-        if s.stop:
-            if token in self.backend._tokens_containing([c for c in s.stop if len(c) == 1]):
-                return True
-            strings = [c for c in s.stop if len(c) > 1]
-            if strings:
-                text = self.backend.tokenizer.decode(row.tokens, skip_special_tokens=True)
-                return any(c in text for c in strings)
+        if h.stop_strings:
+            text = self.backend.tokenizer.decode(row.tokens, skip_special_tokens=True)
+            return any(c in text for c in h.stop_strings)
         return False
 
     def _stream(self, row: _Row) -> None:
         text = self.backend.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        safe = len(text) - _holdback(row.handle.sampling)
+        # held back: a stop string may still complete over the last characters
+        safe = len(text) - max((len(c) - 1 for c in row.handle.stop_strings), default=0)
         while safe > row.sent and text[safe - 1] == "\ufffd":  # half of a multi-byte character
             safe -= 1
         if safe > row.sent:
@@ -342,11 +336,13 @@ class Decoder:
     def _resolve(self, handle: Handle) -> None:
         torch = self.torch
         s = handle.sampling
-        eos = self.eos
-        stops = self.backend._tokens_containing([c for c in s.stop or [] if len(c) == 1])
         completions = [
             self.backend._completion(
-                torch.tensor(r.tokens), torch.tensor(r.logprobs) if s.logprobs else None, s, eos, stops
+                torch.tensor(r.tokens),
+                torch.tensor(r.logprobs) if s.logprobs else None,
+                s,
+                self.eos,
+                handle.stop_ids,
             )
             for r in handle.rows
         ]

@@ -110,9 +110,12 @@ def _answer(
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+def _error_body(message: str, kind: str, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param or None, "code": None}}
+
+
 def _error(status: int, message: str, kind: str, param: str | None = None, headers=None) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param or None, "code": None}}
-    return JSONResponse(body, status, headers=headers)
+    return JSONResponse(_error_body(message, kind, param), status, headers=headers)
 
 
 def _conversation(messages: list[Message]) -> list[dict]:
@@ -197,26 +200,31 @@ def create_app(
         futures = [batcher.submit(key, item) for item in items]
         return await waited(request, futures, lambda: [f.cancel() for f in futures])
 
-    def submit(kind: str, items: list, sampling: Sampling, on_text=None) -> list:
-        """Handles of ``items`` (conversations or raw prompts) queued on the decoder; all or none."""
-        handles = []
+    def start(kind: str, items: list, sampling: Sampling, on_text_of=None) -> tuple[list, Any]:
+        """Futures of ``items`` (conversations or raw prompts) and a function that cancels them, all
+        queued or none: on the decoder (prompt i's text handed to ``on_text_of(i)`` as it is decoded) or,
+        without one, on the batcher."""
+        futures, cancels = [], []
         try:
-            for item in items:
-                ids = chat.encode(chat.render(item) if kind == "chat" else item)
-                handles.append(decoder.submit(ids, sampling, on_text))
+            for i, item in enumerate(items):
+                if decoder is None:
+                    future = batcher.submit(f"{kind}|{sampling.model_dump_json()}", item)
+                    futures.append(future)
+                    cancels.append(future.cancel)
+                else:
+                    ids = chat.encode(chat.render(item) if kind == "chat" else item)
+                    handle = decoder.submit(ids, sampling, on_text_of(i) if on_text_of else None)
+                    futures.append(handle.future)
+                    cancels.append(handle.cancel)
         except Busy:
-            for h in handles:
-                h.cancel()
+            for c in cancels:
+                c()
             raise
-        return handles
+        return futures, lambda: [c() for c in cancels]
 
     async def generated(request: Request, kind: str, items: list, sampling: Sampling) -> list:
-        if decoder is None:
-            results = await answered(request, f"{kind}|{sampling.model_dump_json()}", items)
-        else:
-            handles = submit(kind, items, sampling)
-            futures = [h.future for h in handles]
-            results = await waited(request, futures, lambda: [h.cancel() for h in handles])
+        futures, cancel = start(kind, items, sampling)
+        results = await waited(request, futures, cancel)
         stats["completed"] += 1
         return results
 
@@ -226,26 +234,16 @@ def create_app(
         dropped at the next step."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        if decoder is None:
-            key = f"{kind}|{sampling.model_dump_json()}"
-            futures = [batcher.submit(key, item) for item in items]
-            cancel = [f.cancel for f in futures]
-        else:
-            handles = []
-            for i in range(len(items)):  # each prompt's choices are numbered i * n + j
 
-                def on_text(j, text, i=i):
-                    loop.call_soon_threadsafe(queue.put_nowait, (i * sampling.n + j, text))
+        def on_text_of(i: int):  # each prompt's choices are numbered i * n + j
+            return lambda j, text: loop.call_soon_threadsafe(queue.put_nowait, (i * sampling.n + j, text))
 
-                handles += submit(kind, items[i : i + 1], sampling, on_text)
-            futures = [h.future for h in handles]
-            cancel = [h.cancel for h in handles]
-            early = [f.result() for f in futures if f.done() and not f.exception()]
-            failed = next((r.error for r in early if r.error), None)
-            if failed:
-                for c in cancel:
-                    c()
-                raise HTTPException(400, failed)
+        futures, cancel = start(kind, items, sampling, on_text_of)
+        early = [f.result() for f in futures if f.done() and not f.exception()]
+        failed = next((r.error for r in early if r.error), None)
+        if failed:  # a prompt too long: an error before any event
+            cancel()
+            raise HTTPException(400, failed)
 
         async def events():
             results = asyncio.ensure_future(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
@@ -281,31 +279,13 @@ def create_app(
                 try:
                     answers = results.result()
                 except Exception as e:  # cancelled, or the model failed
-                    yield _sse(
-                        {
-                            "error": {
-                                "message": str(e) or type(e).__name__,
-                                "type": "server_error",
-                                "param": None,
-                                "code": None,
-                            }
-                        }
-                    )
+                    yield _sse(_error_body(str(e) or type(e).__name__, "server_error"))
                     return
                 total_prompt, total_completion = 0, 0
                 for i, r in enumerate(answers):
                     total_prompt += r.prompt_tokens
                     if r.error:
-                        yield _sse(
-                            {
-                                "error": {
-                                    "message": r.error,
-                                    "type": "invalid_request_error",
-                                    "param": None,
-                                    "code": None,
-                                }
-                            }
-                        )
+                        yield _sse(_error_body(r.error, "invalid_request_error"))
                         return
                     for j, c in enumerate(r.completions):
                         index = i * sampling.n + j
@@ -329,8 +309,7 @@ def create_app(
             finally:
                 if not finished:
                     stats["cancelled"] += 1
-                for c in cancel:
-                    c()
+                cancel()
                 results.cancel()
 
         return StreamingResponse(events(), media_type="text/event-stream")

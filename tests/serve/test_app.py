@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -87,3 +88,16 @@ def test_batcher_bounds_its_queue_and_skips_cancelled_requests():
     release.set()
     assert first.result(5) == "a" and waiting[1].result(5) == "c"
     assert ran == ["a", "c"] and b.skipped == 1
+
+
+def test_streaming_on_a_backend_without_continuous_batching_sends_the_whole_answer_then_done():
+    c, _ = client()
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    r = c.post("/v1/chat/completions", headers=AUTH, json=body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [line[len("data: ") :] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e)["choices"][0] for e in events[:-1]]
+    assert chunks[0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(ch["delta"].get("content", "") for ch in chunks) == "user"
+    assert chunks[-1]["finish_reason"] == "stop"
