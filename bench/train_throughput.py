@@ -267,8 +267,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--parts", nargs="+", default=["sft", "dpo"], choices=["sft", "dpo"])
     ap.add_argument("--configs", nargs="*", help="only these configurations")
+    ap.add_argument(
+        "--lora-dropout", type=float, default=0.05, help="LoRA dropout in every configuration (the step's: 0)"
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    LORA["dropout"] = args.lora_dropout
     if args.one:
         config, seed, rows = args.one.split(":")
         print(json.dumps(one(config, int(seed), int(rows), args.heldout, args.max_length)))
@@ -285,6 +289,7 @@ def main() -> None:
         for config, n in plan:
             cmd = [sys.executable, "-m", "bench.train_throughput", "--one", f"{config}:{seed}:{n}"]
             cmd += ["--heldout", str(args.heldout), "--max-length", str(args.max_length)]
+            cmd += ["--lora-dropout", str(args.lora_dropout)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{config} seed {seed} failed:\n{done.stderr[-3000:]}")

@@ -30,7 +30,7 @@ class TrainSettings:
     lora: bool = True
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0  # PEFT's default; on CPU its masks cost 20-40% of a step (BENCHMARKS.md)
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     epochs: float = 1.0
     max_steps: int | None = None
@@ -112,9 +112,37 @@ def _fit(trainer_cls, model, config, dataset, tok, s: TrainSettings, progress=No
     if setup is not None:
         setup(trainer)
     start = time.perf_counter()
-    _quiet(trainer).train()
+    with _frozen_in_bf16(trainer.model, s.lora and use_bf16(s.precision)):
+        _quiet(trainer).train()
     meter.seconds = time.perf_counter() - start
     return trainer, meter
+
+
+@contextlib.contextmanager
+def _frozen_in_bf16(model, enabled: bool):
+    """While LoRA trains under bf16 autocast, the frozen linear layers hold their weights in bf16.
+
+    Autocast casts a frozen fp32 weight to bf16 in every forward pass (it caches casts only of weights
+    that require grad); casting once up front gives the matmuls the same bf16 operands, so the losses do
+    not change, and a step skips reading the fp32 weights and writing their copies. The embedding (and an
+    LM head tied to it) stays fp32, so the residual stream is fp32 as under autocast alone. The fp32
+    weights come back afterwards: the adapters merge into the original weights."""
+    import torch
+
+    kept: list[tuple[Any, Any]] = []
+    if enabled:
+        tied = {id(m.weight) for m in (model.get_input_embeddings(),) if m is not None}
+        for module in model.modules():
+            w = getattr(module, "weight", None)
+            frozen = isinstance(module, torch.nn.Linear) and w is not None and not w.requires_grad
+            if frozen and id(w) not in tied and w.dtype == torch.float32:
+                kept.append((w, w.data))
+                w.data = w.data.to(torch.bfloat16)
+    try:
+        yield len(kept)
+    finally:
+        for w, data in kept:
+            w.data = data
 
 
 def _faster(trainer_cls):

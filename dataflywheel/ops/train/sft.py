@@ -20,7 +20,9 @@ class TrainParams(OpParams):
     )
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    lora_dropout: float = Field(
+        0.0, ge=0, lt=1, description="LoRA dropout (PEFT's default 0; on CPU its masks cost 20-40% of a step)"
+    )
     lora_targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], description="LoRA modules")
     epochs: float = Field(1.0, gt=0, description="passes over the data")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")

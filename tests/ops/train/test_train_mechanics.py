@@ -142,3 +142,54 @@ def test_plain_lm_head_gives_trls_fused_outputs(tiny):
     assert any(p.grad is not None for p in model.parameters())
     plain = model(input_ids=ids, attention_mask=mask)  # without fused_lm_head: the model's own forward
     assert plain.logits.shape == (2, 6, model.config.vocab_size)
+
+
+def test_frozen_weights_held_in_bf16_leave_the_losses_and_the_merged_model_unchanged(
+    tiny, tmp_path, monkeypatch
+):
+    """Under bf16 autocast the frozen linear weights are cast once before training instead of in every
+    forward pass: the matmuls see the same bf16 operands, so losses and the merged fp32 weights equal
+    those of a run where autocast casts them each time."""
+    import contextlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    from dataflywheel.train import trainers
+
+    rows = convs([3, 40, 5, 60, 8, 2, 30, 12])
+    fast = train_sft(tiny, rows, tmp_path / "fast", settings(precision="bfloat16", epochs=2))
+    monkeypatch.setattr(trainers, "_frozen_in_bf16", lambda model, enabled: contextlib.nullcontext(0))
+    plain = train_sft(tiny, rows, tmp_path / "plain", settings(precision="bfloat16", epochs=2))
+    assert fast["losses"] == plain["losses"] and len(fast["losses"]) == 8
+    a = load_file(tmp_path / "fast" / "model.safetensors")
+    b = load_file(tmp_path / "plain" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype == torch.float32, k
+        assert (a[k] == b[k]).all(), k
+
+
+def test_frozen_in_bf16_casts_the_frozen_linears_only_and_gives_the_fp32_weights_back(tiny):
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from dataflywheel.train.trainers import _frozen_in_bf16, lora_config
+
+    base = AutoModelForCausalLM.from_pretrained(tiny, dtype="float32")
+    model = get_peft_model(base, lora_config(4, 8, 0.0, ["q_proj", "v_proj"]))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with _frozen_in_bf16(model, True) as n:
+        dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    # 2 layers x (q, k, v, o, gate, up, down); the LM head is the (fp32) embedding, tied
+    assert n == 14
+    assert {k for k, d in dtypes.items() if d == torch.bfloat16} == {
+        k for k in before if "base_layer" in k or ("proj" in k and "lora_" not in k)
+    }
+    assert dtypes["base_model.model.model.embed_tokens.weight"] == torch.float32
+    assert all(dtypes[k] == torch.float32 for k in dtypes if "lora_" in k or "norm" in k)
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
+    with _frozen_in_bf16(model, False) as n:
+        assert n == 0
