@@ -178,16 +178,20 @@ class HFBackend(Backend):
         eos = sorted(eos_ids | stop_ids)
         for batch in self._generation_batches(ok, prompts, sampling):
             width = max(len(prompts[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]) :] = 1
+            shared = self._shared_prefix([prompts[i] for i in batch], sampling.n)
+            rows = [i for i in batch for _ in range(sampling.n)]  # n samples: the prompt's row repeated
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for row, i in enumerate(rows):
+                # the shared prefix first, then padding, then the rest: every prompt ends where generation
+                # starts, and positions follow the mask (a row's padding takes no position)
+                ids[row, :shared], mask[row, :shared] = torch.tensor(prompts[i][:shared]), 1
+                ids[row, width - len(prompts[i]) + shared :] = torch.tensor(prompts[i][shared:])
+                mask[row, width - len(prompts[i]) + shared :] = 1
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             kwargs = dict(
                 max_new_tokens=sampling.max_tokens,
-                num_return_sequences=sampling.n,
                 pad_token_id=pad,
                 eos_token_id=eos,
                 return_dict_in_generate=True,
@@ -200,6 +204,8 @@ class HFBackend(Backend):
             if string_stops:  # one-character stops end generation as stop tokens (above): much cheaper
                 kwargs.update(stop_strings=string_stops, tokenizer=self.tokenizer)
             with torch.inference_mode():
+                if shared:  # the prefix's keys and values computed once, copied to every row
+                    kwargs[self._cache_kwarg()] = self._prefix_cache(prompts[batch[0]][:shared], len(rows))
                 out = self.model.generate(
                     input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
                 )
@@ -216,15 +222,45 @@ class HFBackend(Backend):
                     ],
                     dim=1,
                 ).cpu()
-            for row, i in enumerate(batch):
+            for b, i in enumerate(batch):
                 comps = []
                 for j in range(sampling.n):
-                    k = row * sampling.n + j
+                    k = b * sampling.n + j
                     comps.append(
                         self._completion(new[k], None if lps is None else lps[k], sampling, eos_ids, stop_ids)
                     )
                 results[i] = ChatResult(comps, prompt_tokens=len(prompts[i]))
         return results
+
+    SHARED_PREFIX_MIN = 16
+
+    def _shared_prefix(self, prompts: list[list[int]], n: int) -> int:
+        """Tokens every prompt of a batch starts with (a chat template's system prompt, a few-shot
+        template's demonstrations; n samples of one prompt share all of it), prefilled once for the whole
+        batch; 0 when fewer than ``SHARED_PREFIX_MIN``. Every row keeps at least its last token to feed."""
+        if len(prompts) * n < 2:
+            return 0
+        first, shortest = prompts[0], min(len(p) for p in prompts)
+        length = shortest - 1
+        for p in prompts[1:]:
+            k = 0
+            while k < length and p[k] == first[k]:
+                k += 1
+            length = k
+        return length if length >= self.SHARED_PREFIX_MIN else 0
+
+    def _cache_kwarg(self) -> str:
+        """transformers 5 renamed generate's and forward's ``past_key_values`` to ``cache``."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def _prefix_cache(self, prefix: list[int], rows: int):
+        torch = self._torch
+        out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache.batch_repeat_interleave(rows)
+        return cache
 
     def _generation_batches(self, order: list[int], prompts: list[list[int]], sampling: Sampling):
         """Prompts (longest first) in batches of at most ``generate_rows`` sequences and

@@ -101,3 +101,41 @@ def test_hidden_state_embeddings(smollm2):
     assert vecs.shape == (3, 576) and vecs.dtype == np.float32
     last = smollm2.embed(["The cat sat on the mat."], pooling="last")
     assert not np.allclose(last[0], vecs[0])
+
+
+FEW_SHOT = "Come up with an answer for the task.\n\n" + "".join(
+    f"Task: Write the number {i} in words.\nOutput: the number {i} spelled out.\n\n" for i in range(10)
+)
+TASKS = ["Name a color.", "What is 2+2?", "List three fruits.", "Give a synonym for happy."]
+
+
+def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_answers(smollm2, monkeypatch):
+    """Prompts that start alike (a few-shot template, n samples of one prompt) have their common prefix
+    prefilled once: the model sees it in one row, the rows only their own tokens, and the answers, their
+    log-probabilities and seeded samples are those of prompts prefilled whole."""
+    convs = [[{"role": "user", "content": FEW_SHOT + "Task: " + t}] for t in TASKS]
+    prompts = [smollm2.encode(smollm2.render(c)) for c in convs]
+    shared = smollm2._shared_prefix(prompts, 1)
+    # the longest common prefix: every prompt has it, and they differ at the next token
+    assert all(p[:shared] == prompts[0][:shared] for p in prompts) and len({p[shared] for p in prompts}) > 1
+    assert shared > 150 and smollm2._shared_prefix(prompts[:1], 1) == 0  # a lone prompt has nothing to share
+    seen = []
+    hook = smollm2.model.register_forward_pre_hook(
+        lambda m, args, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        greedy = Sampling(max_tokens=12, logprobs=True)
+        batched = smollm2.chat(convs, greedy)
+    finally:
+        hook.remove()
+    width = max(len(p) for p in prompts)
+    assert seen[:2] == [(1, shared), (4, width - shared)] and set(seen[2:]) == {(4, 1)}
+    single = [smollm2.chat([c], greedy)[0] for c in convs]
+    assert [r.text for r in batched] == [r.text for r in single]
+    for a, b in zip(batched, single, strict=True):
+        assert np.allclose(a.completions[0].logprobs, b.completions[0].logprobs, atol=1e-4)
+    sample = Sampling(max_tokens=10, temperature=1.0, n=3, seed=11)
+    shared_samples = [c.text for r in smollm2.chat(convs[:2], sample) for c in r.completions]
+    monkeypatch.setattr(smollm2, "SHARED_PREFIX_MIN", 10**9)
+    whole_samples = [c.text for r in smollm2.chat(convs[:2], sample) for c in r.completions]
+    assert shared_samples == whole_samples and len(set(shared_samples)) > 1
