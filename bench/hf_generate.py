@@ -1,7 +1,12 @@
 """Generation: the hf backend's batched, length-sorted, left-padded generation against a one-at-a-time
 `model.generate` loop, on the same AlpacaEval prompts with the real SmolLM2-135M-Instruct (greedy).
 
-    python bench/hf_generate.py [--n 64] [--max-tokens 64] [--batch-size 16]
+    python -m bench.hf_generate [--n 64] [--max-tokens 64] [--batch-size 16]
+    python -m bench.hf_generate --few-shot [--n 32] [--max-tokens 48]
+
+``--few-shot``: prompts that share a long prefix, Self-Instruct's instance-generation template (its
+demonstrations, then the task) filled with the human seed tasks (../shared/data/self_instruct): the
+backend with its shared prefix prefilled once against the same backend prefilling every prompt whole.
 """
 
 from __future__ import annotations
@@ -33,12 +38,53 @@ def one_at_a_time(backend: HFBackend, convs, max_tokens: int) -> tuple[list[str]
     return texts, tokens
 
 
+def few_shot(backend: HFBackend, n: int, max_tokens: int) -> None:
+    import json
+
+    from bench.common import SHARED
+    from dataflywheel.ops import prompts
+    from dataflywheel.ops.synthesize import self_instruct
+
+    template = prompts.load(self_instruct.__file__, "self_instruct_input_first.txt")
+    seeds = [json.loads(line) for line in (SHARED / "self_instruct" / "seed_tasks.jsonl").open()][:n]
+    convs = [
+        [{"role": "user", "content": prompts.fill(template, instruction=s["instruction"])}] for s in seeds
+    ]
+    sampling = Sampling(max_tokens=max_tokens, stop=["\nTask:"])
+    backend.chat(convs[:2], sampling)  # warm up
+    encoded = [backend.encode(backend.render(c)) for c in convs]
+    timings = {}
+    for name, least in (("whole prompts (ref)", 10**9), ("shared prefix once", HFBackend.SHARED_PREFIX_MIN)):
+        backend.SHARED_PREFIX_MIN = least
+        start = time.perf_counter()
+        timings[name] = (backend.chat(convs, sampling), time.perf_counter() - start)
+    (ref, t_ref), (ours, t_ours) = timings.values()
+    print(
+        f"{n} few-shot prompts ({min(map(len, encoded))}-{max(map(len, encoded))} tokens, "
+        f"{backend._shared_prefix(encoded, 1)} shared), greedy, max {max_tokens} new tokens "
+        f"(SmolLM2-135M, float32, {torch.get_num_threads()} threads)"
+    )
+    print(f"{'':24} {'seconds':>8} {'new tokens':>11} {'tokens/s':>9}")
+    for name, (results, seconds) in timings.items():
+        made = sum(r.completions[0].tokens for r in results)
+        print(f"{name:24} {seconds:8.2f} {made:11d} {made / seconds:9.1f}")
+    same = sum(a.text == b.text for a, b in zip(ref, ours, strict=True))
+    print(
+        f"identical completions: {same}/{n}; speed-up {t_ref / t_ours:.2f}x; "
+        f"peak RSS {peak_rss_mib():.0f} MiB"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--few-shot", action="store_true", help="prompts sharing a long prefix (see above)")
     args = ap.parse_args()
+    if args.few_shot:
+        backend = HFBackend("embedded:smollm2-135m-instruct", device="cpu")
+        return few_shot(backend, args.n, args.max_tokens)
     backend = HFBackend("embedded:smollm2-135m-instruct", device="cpu", batch_size=args.batch_size)
     convs = [[{"role": "user", "content": q}] for q, _ in alpaca_eval_pairs(args.n)]
     sampling = Sampling(max_tokens=args.max_tokens)

@@ -144,7 +144,8 @@ def test_the_flywheel_runs_unchanged_with_its_judge_behind_an_openai_compatible_
 ):
     """The same steps with `judge` declared as an openai model (`flywheel serve` of the same SmolLM2 on
     loopback): the judge's option scores come through /v1/score instead of one next-token pass, equal to
-    1e-5, so the run keeps the same rows, trains the same policy and writes the same rows."""
+    1e-5, so the run keeps the same rows, trains the same policy and writes the same rows. One iteration
+    (the second repeats the first's steps), compared with the first iteration of the shipped run."""
     import os
     import subprocess
     import sys
@@ -175,6 +176,7 @@ def test_the_flywheel_runs_unchanged_with_its_judge_behind_an_openai_compatible_
                 time.sleep(0.3)
         recipe = yaml.safe_load((ROOT / "recipes" / "flywheel.yaml").read_text())
         recipe["models"]["judge"] = {"backend": "openai", "model": "judge", "base_url": url}
+        recipe["steps"][0]["loop"]["iterations"] = 1
         (tmp_path / "flywheel.yaml").write_text(
             yaml.safe_dump(recipe, sort_keys=False).replace("../examples/", f"{ROOT}/examples/")
         )
@@ -196,12 +198,19 @@ def test_the_flywheel_runs_unchanged_with_its_judge_behind_an_openai_compatible_
     assert judge["requests"] > 0 and judge["failed"] == 0 and judge["cached"] == 0  # asked over HTTP
     reference, _ = shipped_runs["flywheel"]
     ref_manifest = json.loads((reference / "manifest.json").read_text())
-    out = [json.loads(x) for x in Path(manifest["output"]["path"]).read_text().splitlines()]
-    ref = [json.loads(x) for x in Path(ref_manifest["output"]["path"]).read_text().splitlines()]
-    assert [(r["id"], r["messages"]) for r in out] == [(r["id"], r["messages"]) for r in ref]
+
+    def first_iteration(run_dir: Path, steps: list[dict], op: str):
+        (step,) = [s for s in steps if s["op"] == op and s.get("iteration") == 1]
+        return step, pq.read_table(sorted((run_dir / step["dir"]).glob("shard-*.parquet"))).to_pylist()
+
+    _, out = first_iteration(tmp_path / "run", manifest["steps"], "head")
+    _, ref = first_iteration(reference, ref_manifest["steps"], "head")
+    assert len(out) == 6 and [(r["id"], r["messages"]) for r in out] == [
+        (r["id"], r["messages"]) for r in ref
+    ]
     for a, b in zip(out, ref, strict=True):  # the judge's expected scores, to float noise
         for key in (k for k in b if k.startswith("score_") and isinstance(b[k], float)):
             assert a[key] == pytest.approx(b[key], abs=1e-4), key
-    nll = [s["stats"]["metrics"]["nll"] for s in manifest["steps"] if s["op"] == "eval_nll"]
-    ref_nll = [s["stats"]["metrics"]["nll"] for s in ref_manifest["steps"] if s["op"] == "eval_nll"]
-    assert nll == ref_nll  # the same rows trained the same policy
+    nll, _ = first_iteration(tmp_path / "run", manifest["steps"], "eval_nll")
+    ref_nll, _ = first_iteration(reference, ref_manifest["steps"], "eval_nll")
+    assert nll["stats"]["metrics"]["nll"] == ref_nll["stats"]["metrics"]["nll"]  # the same policy trained
