@@ -63,6 +63,11 @@ def pick_dtype(dtype: str, device: str):
 LM_HEAD_CHUNK = 512
 
 
+def cache_of(out):
+    """The KV cache of a forward pass's output, under its transformers 5 name or the older one."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
 class HFBackend(Backend):
     capabilities = frozenset({CHAT, LOGPROBS, EMBED, COMPLETE})
     name = "hf"
@@ -250,15 +255,15 @@ class HFBackend(Backend):
         return length if length >= self.SHARED_PREFIX_MIN else 0
 
     def _cache_kwarg(self) -> str:
-        """transformers 5 renamed generate's and forward's ``past_key_values`` to ``cache``."""
+        """transformers 5 renamed generate's and forward's ``past_key_values`` to ``cache`` (the old name
+        warns); older releases know only the old one."""
         import inspect
 
         return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     def _prefix_cache(self, prefix: list[int], rows: int):
         torch = self._torch
-        out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache = cache_of(self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True))
         cache.batch_repeat_interleave(rows)
         return cache
 

@@ -15,7 +15,6 @@ batching that ``HFBackend`` has too.
 
 from __future__ import annotations
 
-import inspect
 import secrets
 import threading
 import time
@@ -25,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from dataflywheel.models.base import ChatResult, Sampling
-from dataflywheel.models.hf import HFBackend
+from dataflywheel.models.hf import HFBackend, cache_of
 from dataflywheel.serve.batcher import Busy
 
 OnText = Callable[[int, str], None]  # (choice index, new text) from the decoding thread
@@ -64,10 +63,6 @@ class _Row:
     done: bool = False
 
 
-def _cache_of(out):
-    return out["cache"] if "cache" in out else out["past_key_values"]
-
-
 class Decoder:
     """Continuous batching over an :class:`HFBackend`'s model (see the module's docstring).
 
@@ -95,10 +90,7 @@ class Decoder:
         self.eos = backend._eos_ids()
         self.request_seconds = 1.0  # running mean of one request's time, for Retry-After
         self.steps = 0
-        # transformers 5 renamed the forward's `past_key_values` to `cache` (the old name warns)
-        self.cache_arg = (
-            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        )
+        self.cache_arg = backend._cache_kwarg()
         self._check_cache()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="flywheel-decoder")
         self.thread.start()
@@ -111,7 +103,7 @@ class Decoder:
         torch = self.torch
         with self.lock, torch.inference_mode():
             ids = torch.tensor([[self.backend.tokenizer.pad_token_id]], device=self.backend.device)
-            cache = _cache_of(self.model(input_ids=ids, use_cache=True))
+            cache = cache_of(self.model(input_ids=ids, use_cache=True))
         kinds = {type(layer).__name__ for layer in getattr(cache, "layers", [None])}
         if kinds != {DynamicLayer.__name__}:
             raise TypeError(f"continuous batching needs a plain dynamic KV cache; this model's is {kinds}")
@@ -196,7 +188,7 @@ class Decoder:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        cache, logits = _cache_of(out), out.logits[:, -1, :]
+        cache, logits = cache_of(out), out.logits[:, -1, :]
         repeats = torch.tensor([h.sampling.n for h in handles])
         if int(repeats.max()) > 1:  # n choices: the prompt's cache row once per choice
             index = torch.repeat_interleave(torch.arange(len(handles)), repeats).to(device)
