@@ -131,11 +131,12 @@ def _frozen_in_bf16(model, enabled: bool):
 
     kept: list[tuple[Any, Any]] = []
     if enabled:
-        tied = {id(m.weight) for m in (model.get_input_embeddings(),) if m is not None}
+        embedding = getattr(model.get_input_embeddings(), "weight", None)
         for module in model.modules():
-            w = getattr(module, "weight", None)
-            frozen = isinstance(module, torch.nn.Linear) and w is not None and not w.requires_grad
-            if frozen and id(w) not in tied and w.dtype == torch.float32:
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            w = module.weight
+            if not w.requires_grad and w is not embedding and w.dtype == torch.float32:
                 kept.append((w, w.data))
                 w.data = w.data.to(torch.bfloat16)
     try:
