@@ -3,22 +3,30 @@
 
     python -m bench.hf_generate [--n 64] [--max-tokens 64] [--batch-size 16]
     python -m bench.hf_generate --few-shot [--n 32] [--max-tokens 48]
+    python -m bench.hf_generate --precision [--n 64] [--max-tokens 64]
 
 ``--few-shot``: prompts that share a long prefix, Self-Instruct's instance-generation template (its
 demonstrations, then the task) filled with the human seed tasks (../shared/data/self_instruct): the
 backend with its shared prefix prefilled once against the same backend prefilling every prompt whole.
+
+``--precision``: the same backend decoding with its fp32 weights (the reference) against a bf16 copy
+(``generate_dtype``: what ``auto`` picks on a CPU with native bf16), on the same prompts: speed, the
+answers that come out identical, and the fp32 model's mean NLL of each side's answers (a change of
+precision that hurt the answers would show there). Without ``--precision`` the backend decodes as
+``auto`` picks; the header says which.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
 
 from bench.common import alpaca_eval_pairs, peak_rss_mib
 from dataflywheel.models.base import Sampling
-from dataflywheel.models.hf import HFBackend
+from dataflywheel.models.hf import HFBackend, native_cpu_bf16
 
 
 def one_at_a_time(backend: HFBackend, convs, max_tokens: int) -> tuple[list[str], int]:
@@ -27,7 +35,7 @@ def one_at_a_time(backend: HFBackend, convs, max_tokens: int) -> tuple[list[str]
     for conv in convs:
         ids = tok.apply_chat_template(conv, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         with torch.inference_mode():
-            out = backend.model.generate(
+            out = backend.generator.generate(
                 **ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id
             )
         new = out[0, ids["input_ids"].shape[1] :].tolist()
@@ -62,7 +70,7 @@ def few_shot(backend: HFBackend, n: int, max_tokens: int) -> None:
     print(
         f"{n} few-shot prompts ({min(map(len, encoded))}-{max(map(len, encoded))} tokens, "
         f"{backend._shared_prefix(encoded, 1)} shared), greedy, max {max_tokens} new tokens "
-        f"(SmolLM2-135M, float32, {torch.get_num_threads()} threads)"
+        f"(SmolLM2-135M, decoding in {backend.generate_dtype}, {torch.get_num_threads()} threads)"
     )
     print(f"{'':24} {'seconds':>8} {'new tokens':>11} {'tokens/s':>9}")
     for name, (results, seconds) in timings.items():
@@ -75,13 +83,49 @@ def few_shot(backend: HFBackend, n: int, max_tokens: int) -> None:
     )
 
 
+def precision(n: int, max_tokens: int) -> None:
+    import numpy as np
+
+    fp32 = HFBackend("embedded:smollm2-135m-instruct", device="cpu", generate_dtype="float32")
+    bf16 = copy.copy(fp32)  # the same loaded weights, decoding with a bf16 copy
+    bf16.generate_dtype, bf16._generator, bf16._fingerprint = torch.bfloat16, None, None
+    convs = [[{"role": "user", "content": q}] for q, _ in alpaca_eval_pairs(n)]
+    sampling = Sampling(max_tokens=max_tokens)
+    rows = {}
+    for name, backend in (("fp32 weights (ref)", fp32), ("bf16 copy", bf16)):
+        backend.chat(convs[:2], sampling)  # warm up (and build the copy)
+        start = time.perf_counter()
+        results = backend.chat(convs, sampling)
+        seconds = time.perf_counter() - start
+        texts = [r.text for r in results]
+        scored = fp32.logprobs(convs, [t or " " for t in texts])
+        nll = float(np.mean([s.mean_nll for s in scored if s.mean_nll is not None]))
+        rows[name] = (texts, seconds, sum(r.completions[0].tokens for r in results), nll)
+    print(
+        f"{n} AlpacaEval prompts, greedy, max {max_tokens} new tokens (SmolLM2-135M, "
+        f"{torch.get_num_threads()} threads, native bf16: {native_cpu_bf16()})"
+    )
+    print(f"{'':20} {'seconds':>8} {'new tokens':>11} {'tokens/s':>9} {'fp32 NLL of answers':>20}")
+    for name, (_, seconds, made, nll) in rows.items():
+        print(f"{name:20} {seconds:8.2f} {made:11d} {made / seconds:9.1f} {nll:20.4f}")
+    (ref, t_ref, m_ref, _), (ours, t_ours, m_ours, _) = rows.values()
+    same = sum(a == b for a, b in zip(ref, ours, strict=True))
+    print(
+        f"identical completions: {same}/{n}; speed-up (tokens/s) {(m_ours / t_ours) / (m_ref / t_ref):.2f}x; "
+        f"peak RSS {peak_rss_mib():.0f} MiB (both copies)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--few-shot", action="store_true", help="prompts sharing a long prefix (see above)")
+    ap.add_argument("--precision", action="store_true", help="fp32 against bf16 decoding (see above)")
     args = ap.parse_args()
+    if args.precision:
+        return precision(args.n, args.max_tokens)
     if args.few_shot:
         backend = HFBackend("embedded:smollm2-135m-instruct", device="cpu")
         return few_shot(backend, args.n, args.max_tokens)
@@ -100,7 +144,7 @@ def main() -> None:
     same = sum(a == r.text for a, r in zip(ref_texts, results, strict=True))
     print(
         f"{args.n} prompts, greedy, max {args.max_tokens} new tokens, batch {args.batch_size} "
-        f"(SmolLM2-135M, float32, {torch.get_num_threads()} threads)"
+        f"(SmolLM2-135M, decoding in {backend.generate_dtype}, {torch.get_num_threads()} threads)"
     )
     print(f"{'':24} {'seconds':>8} {'new tokens':>11} {'tokens/s':>9}")
     print(f"{'one at a time (ref)':24} {t_ref:8.2f} {ref_tokens:11d} {ref_tokens / t_ref:9.1f}")

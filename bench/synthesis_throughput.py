@@ -33,7 +33,7 @@ def main() -> None:
     from dataflywheel.recipe.models import ModelSpec
 
     backend = HFBackend("embedded:smollm2-135m-instruct", device="cpu")
-    tok, model = backend.tokenizer, backend.model
+    tok, model = backend.tokenizer, backend.generator  # the weights the backend decodes with
     pre = template.pre_query(tok)
     eos = sorted(backend._eos_ids())
 

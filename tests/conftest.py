@@ -101,6 +101,30 @@ def smollm2():
     return HFBackend("embedded:smollm2-135m-instruct", device="cpu")
 
 
+def generating_with(backend, dtype):
+    """The same loaded backend generating with ``dtype`` weights (a view: no second load)."""
+    import copy
+
+    view = copy.copy(backend)
+    view.generate_dtype, view._generator, view._fingerprint = dtype, None, None
+    return view
+
+
+@pytest.fixture
+def smollm2_fp32(smollm2):
+    """The session's SmolLM2 decoding with its own fp32 weights, for mechanics compared to 1e-4 (a CPU with
+    native bf16 otherwise decodes with a bf16 copy)."""
+    return generating_with(smollm2, smollm2.dtype)
+
+
+@pytest.fixture
+def smollm2_bf16(smollm2):
+    """The session's SmolLM2 decoding with a bf16 copy of its weights, on any CPU."""
+    import torch
+
+    return generating_with(smollm2, torch.bfloat16)
+
+
 @pytest.fixture(scope="session")
 def minilm():
     from dataflywheel.models.st import SentenceTransformersBackend

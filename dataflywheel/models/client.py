@@ -81,7 +81,12 @@ def build_backend(spec: ModelSpec) -> Backend:
         from dataflywheel.models.hf import HFBackend
 
         return HFBackend(
-            spec.model, spec.device, spec.dtype, spec.batch_size, trust_remote_code=spec.trust_remote_code
+            spec.model,
+            spec.device,
+            spec.dtype,
+            spec.batch_size,
+            trust_remote_code=spec.trust_remote_code,
+            generate_dtype=spec.generate_dtype,
         )
     if spec.backend == "sentence-transformers":
         from dataflywheel.models.st import SentenceTransformersBackend

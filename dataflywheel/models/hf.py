@@ -60,6 +60,74 @@ def pick_dtype(dtype: str, device: str):
         raise ModelError(f"unknown dtype '{dtype}'; valid: auto, float32, bfloat16, float16") from None
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles); emulated bf16 is slower
+    than fp32."""
+    cpu = _torch().cpu
+    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in NATIVE_BF16_PROBES)
+
+
+NATIVE_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+def _contiguous_input(module, args):
+    """The LM head's input made contiguous. Generation's prefill projects only each row's last position,
+    a strided (rows, 1, hidden) view; torch's CPU linear multiplies such a view by broadcasting the whole
+    (hidden, vocab) weight per row (a bmm over a copied weight): measured for 64 rows x SmolLM2's 49,152
+    x 576 head, 5.2 s in bf16 and 0.32 s in fp32, against 0.015 s for the same rows contiguous."""
+    return (args[0].contiguous(), *args[1:])
+
+
+GROUPED_DECODE = "flywheel_grouped_decode"
+
+
+def grouped_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention for one new token against the KV cache, grouped-query heads sharing their key/value head
+    by reshaping the query instead of copying the cache. Eager attention repeats every cached key and
+    value ``heads / kv_heads`` times per layer and step (3x for SmolLM2: more bytes than the weights), and
+    torch's CPU flash kernel is slow in bf16 for one query; a prompt's prefill (several queries) goes to
+    transformers' SDPA. Registered as a transformers attention implementation for the bf16 CPU decoder."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, heads, q, d = query.shape
+    if q > 1 or kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    torch = _torch()
+    kv_heads = key.shape[1]
+    scale = scaling if scaling is not None else d**-0.5
+    # query heads are ordered kv-head-major (transformers' repeat_kv): (b, kv, group, d) @ (b, kv, d, ctx)
+    scores = (
+        torch.matmul(query.view(b, kv_heads, heads // kv_heads, d), key.transpose(-1, -2)) * scale
+    ).float()
+    if attention_mask is not None:
+        mask = attention_mask[:, :, -1:, : key.shape[2]]  # (b, 1, 1, ctx): broadcast over the group
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (b, kv, group, d)
+    return out.reshape(b, heads, 1, d).transpose(1, 2), None
+
+
+def _register_grouped_decode() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GROUPED_DECODE, grouped_decode_attention)
+    AttentionMaskInterface.register(GROUPED_DECODE, sdpa_mask)  # SDPA's boolean masks, None when not needed
+
+
+def pick_generate_dtype(generate_dtype: str, dtype, device: str):
+    """The weights generation decodes with. ``auto``: the scoring dtype, except an fp32 model on a CPU
+    with native bf16, which decodes in bf16 (decoding reads every weight once per token, so it is bound
+    by memory bandwidth: half the bytes, measured 1.3-2.3x faster a step on 2 cores; BENCHMARKS.md)."""
+    torch = _torch()
+    if generate_dtype == "auto":
+        if not device.startswith("cuda") and dtype == torch.float32 and native_cpu_bf16():
+            return torch.bfloat16
+        return dtype
+    return pick_dtype(generate_dtype, device)
+
+
 LM_HEAD_CHUNK = 512
 
 
@@ -80,6 +148,7 @@ class HFBackend(Backend):
         batch_size: int = 16,
         max_batch_tokens: int | None = None,
         trust_remote_code: bool = False,
+        generate_dtype: str = "auto",
     ):
         torch = _torch()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -89,6 +158,10 @@ class HFBackend(Backend):
         self.path = str(path)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
+        # scoring (log-probabilities, NLL, judges' option probabilities) keeps ``dtype``; generation may
+        # decode with a lower-precision copy of the weights (see pick_generate_dtype)
+        self.generate_dtype = pick_generate_dtype(generate_dtype, self.dtype, self.device)
+        self._generator = None
         # Tokens per scoring pass: on CPU, GEMMs of about 1k rows run fastest (measured: 8 x 128 tokens is
         # 1.4x one 128-token sequence; 8 x 512 falls back), a GPU wants far more in flight.
         self.batch_size = batch_size
@@ -107,6 +180,9 @@ class HFBackend(Backend):
         except OSError as e:
             raise ModelError(f"cannot load '{model}' with transformers: {e}") from None
         self.model.to(self.device).eval()
+        head = self.model.get_output_embeddings()
+        if head is not None and not self.device.startswith("cuda"):
+            head.register_forward_pre_hook(_contiguous_input)  # copied with the model into the generator
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
@@ -132,8 +208,29 @@ class HFBackend(Backend):
                 self.model.config.to_dict(),
                 self.tokenizer.chat_template,
                 str(self.dtype),
+                str(self.generate_dtype),
             )
         return self._fingerprint
+
+    @property
+    def generator(self):
+        """The model generation decodes with: ``model`` itself, or its weights cast once to
+        ``generate_dtype`` (built on first use; the copy costs the weights' size again in memory). A bf16
+        copy on CPU decodes with ``grouped_decode_attention``: torch's CPU flash kernel is slower in bf16
+        than fp32 for one query against a long cache, and eager attention copies the cache (measured on 2
+        cores, one decoding step, 16 rows x 400 cached tokens: fp32 SDPA 123 ms, bf16 SDPA 171 ms, bf16
+        eager 96 ms, bf16 grouped 73 ms; 64 rows x 100: 232 / 200 / 147 / 113 ms)."""
+        if self.generate_dtype == self.dtype:
+            return self.model
+        if self._generator is None:
+            import copy
+
+            gen = copy.deepcopy(self.model).to(self.generate_dtype).eval()
+            if not self.device.startswith("cuda"):
+                _register_grouped_decode()
+                gen.set_attn_implementation(GROUPED_DECODE)
+            self._generator = gen
+        return self._generator
 
     # ------------------------------------------------------------------ templates
     def render(self, conversation: Conversation, generation_prompt: bool = True) -> str:
@@ -211,7 +308,7 @@ class HFBackend(Backend):
             with torch.inference_mode():
                 if shared:  # the prefix's keys and values computed once, copied to every row
                     kwargs[self._cache_kwarg()] = self._prefix_cache(prompts[batch[0]][:shared], len(rows))
-                out = self.model.generate(
+                out = self.generator.generate(
                     input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
                 )
             new = out.sequences[:, width:].cpu()
@@ -263,7 +360,8 @@ class HFBackend(Backend):
 
     def _prefix_cache(self, prefix: list[int], rows: int):
         torch = self._torch
-        cache = cache_of(self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True))
+        ids = torch.tensor([prefix], device=self.device)
+        cache = cache_of(self.generator(input_ids=ids, use_cache=True))
         cache.batch_repeat_interleave(rows)
         return cache
 

@@ -18,6 +18,11 @@ class ModelSpec(BaseModel):
     model: str = Field(description="embedded:NAME, a local folder, a hub name, or the server's model name")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
     dtype: str = Field("auto", description="float32, bfloat16, float16 or auto")
+    generate_dtype: str = Field(
+        "auto",
+        description="hf backend: the weights generation decodes with (scoring keeps dtype); auto = bfloat16 "
+        "for an fp32 model on a CPU with native bf16 (AVX512-BF16 or AMX), else dtype",
+    )
     base_url: str | None = Field(
         None, description="openai backend: the server's URL, e.g. http://127.0.0.1:8000/v1"
     )

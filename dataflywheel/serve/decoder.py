@@ -80,7 +80,7 @@ class Decoder:
     ):
         self.backend, self.max_batch, self.max_queue = backend, max_batch, max_queue
         self.torch = backend._torch
-        self.model = backend.model
+        self.model = backend.generator
         self.lock = lock or threading.Lock()
         self.waiting: deque[Handle] = deque()
         self.cond = threading.Condition()

@@ -109,33 +109,127 @@ FEW_SHOT = "Come up with an answer for the task.\n\n" + "".join(
 TASKS = ["Name a color.", "What is 2+2?", "List three fruits.", "Give a synonym for happy."]
 
 
-def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_answers(smollm2, monkeypatch):
+def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_answers(smollm2_fp32, monkeypatch):
     """Prompts that start alike (a few-shot template, n samples of one prompt) have their common prefix
     prefilled once: the model sees it in one row, the rows only their own tokens, and the answers, their
-    log-probabilities and seeded samples are those of prompts prefilled whole."""
+    log-probabilities and seeded samples are those of prompts prefilled whole (fp32 weights: the same
+    sums in another order agree to 1e-4; bf16's to about 1e-2)."""
     convs = [[{"role": "user", "content": FEW_SHOT + "Task: " + t}] for t in TASKS]
-    prompts = [smollm2.encode(smollm2.render(c)) for c in convs]
-    shared = smollm2._shared_prefix(prompts, 1)
+    prompts = [smollm2_fp32.encode(smollm2_fp32.render(c)) for c in convs]
+    shared = smollm2_fp32._shared_prefix(prompts, 1)
     # the longest common prefix: every prompt has it, and they differ at the next token
     assert all(p[:shared] == prompts[0][:shared] for p in prompts) and len({p[shared] for p in prompts}) > 1
-    assert shared > 150 and smollm2._shared_prefix(prompts[:1], 1) == 0  # a lone prompt has nothing to share
+    assert shared > 150
+    assert smollm2_fp32._shared_prefix(prompts[:1], 1) == 0  # a lone prompt has nothing to share
     seen = []
-    hook = smollm2.model.register_forward_pre_hook(
+    hook = smollm2_fp32.generator.register_forward_pre_hook(
         lambda m, args, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True
     )
     try:
         greedy = Sampling(max_tokens=12, logprobs=True)
-        batched = smollm2.chat(convs, greedy)
+        batched = smollm2_fp32.chat(convs, greedy)
     finally:
         hook.remove()
     width = max(len(p) for p in prompts)
     assert seen[:2] == [(1, shared), (4, width - shared)] and set(seen[2:]) == {(4, 1)}
-    single = [smollm2.chat([c], greedy)[0] for c in convs]
+    single = [smollm2_fp32.chat([c], greedy)[0] for c in convs]
     assert [r.text for r in batched] == [r.text for r in single]
     for a, b in zip(batched, single, strict=True):
         assert np.allclose(a.completions[0].logprobs, b.completions[0].logprobs, atol=1e-4)
     sample = Sampling(max_tokens=10, temperature=1.0, n=3, seed=11)
-    shared_samples = [c.text for r in smollm2.chat(convs[:2], sample) for c in r.completions]
-    monkeypatch.setattr(smollm2, "SHARED_PREFIX_MIN", 10**9)
-    whole_samples = [c.text for r in smollm2.chat(convs[:2], sample) for c in r.completions]
+    shared_samples = [c.text for r in smollm2_fp32.chat(convs[:2], sample) for c in r.completions]
+    monkeypatch.setattr(smollm2_fp32, "SHARED_PREFIX_MIN", 10**9)
+    whole_samples = [c.text for r in smollm2_fp32.chat(convs[:2], sample) for c in r.completions]
     assert shared_samples == whole_samples and len(set(shared_samples)) > 1
+
+
+def test_generation_decodes_with_bf16_weights_and_scoring_keeps_fp32(smollm2, smollm2_bf16, smollm2_fp32):
+    """On a CPU with native bf16 an fp32 model decodes with a bf16 copy of its weights and grouped-query
+    decoding attention; its greedy answers are those of transformers' own bf16 model (eager attention),
+    while log-probabilities still come from the fp32 weights."""
+    from transformers import AutoModelForCausalLM
+
+    from dataflywheel.models import hf
+
+    assert smollm2.model.dtype == torch.float32
+    bf16 = smollm2_bf16
+    gen = bf16.generator
+    assert gen is bf16.generator and gen is not bf16.model and gen.dtype == torch.bfloat16
+    assert gen.config._attn_implementation == hf.GROUPED_DECODE
+    assert smollm2.model.config._attn_implementation == "sdpa"
+    for (name, w), (_, w16) in zip(smollm2.model.named_parameters(), gen.named_parameters(), strict=True):
+        assert torch.equal(w.to(torch.bfloat16), w16), name
+    assert bf16.fingerprint != smollm2_fp32.fingerprint  # their answers never share a cache entry
+
+    reference = AutoModelForCausalLM.from_pretrained(
+        smollm2.path, dtype=torch.bfloat16, attn_implementation="eager"
+    ).eval()
+    calls = {"bf16": 0, "fp32": 0}
+    for conv in CONVS:
+        ids = torch.tensor([smollm2.encode(smollm2.render(conv))])
+        with torch.inference_mode():
+            out = reference.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False,
+                pad_token_id=smollm2.tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None,
+            )  # fmt: skip
+        want = smollm2.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        hooks = [
+            m.register_forward_pre_hook(lambda *_, k=k, c=calls: c.__setitem__(k, c[k] + 1))
+            for k, m in (("bf16", gen), ("fp32", smollm2.model))
+        ]
+        try:
+            assert bf16.chat([conv], Sampling(max_tokens=16))[0].text == want
+        finally:
+            for h in hooks:
+                h.remove()
+        assert calls["bf16"] > 1 and calls["fp32"] == 0
+    # the prefill's last positions reach the LM head contiguous (a strided view made torch copy the head)
+    seen = []
+    head = gen.get_output_embeddings()
+    hook = head.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    try:
+        bf16.chat(CONVS, Sampling(max_tokens=2))
+    finally:
+        hook.remove()
+    assert seen == [True, True]
+    # scoring is untouched: the fp32 forward pass, to 1e-4
+    got = bf16.logprobs(CONVS[:1], ["Paris."])[0].logprobs
+    np.testing.assert_allclose(got, manual_logprobs(smollm2, CONVS[0], "Paris."), atol=1e-4)
+
+
+def test_auto_generate_dtype(monkeypatch):
+    from dataflywheel.models import hf
+
+    monkeypatch.setattr(hf, "native_cpu_bf16", lambda: True)
+    assert hf.pick_generate_dtype("auto", torch.float32, "cpu") == torch.bfloat16
+    assert hf.pick_generate_dtype("auto", torch.float16, "cpu") == torch.float16  # only fp32 is lowered
+    assert hf.pick_generate_dtype("auto", torch.bfloat16, "cuda") == torch.bfloat16
+    assert hf.pick_generate_dtype("float32", torch.float32, "cpu") == torch.float32
+    monkeypatch.setattr(hf, "native_cpu_bf16", lambda: False)  # emulated bf16 is slower than fp32
+    assert hf.pick_generate_dtype("auto", torch.float32, "cpu") == torch.float32
+    with pytest.raises(hf.ModelError, match="unknown dtype 'int4'"):
+        hf.pick_generate_dtype("int4", torch.float32, "cpu")
+
+
+def test_grouped_decode_attention_equals_sdpa_with_padding(smollm2):
+    """The grouped decoding kernel is exact attention: in fp32, a decoding step over a left-padded cache
+    gives SDPA's logits to 1e-4 (prefill goes to SDPA itself)."""
+    import copy
+
+    from dataflywheel.models import hf
+
+    hf._register_grouped_decode()
+    grouped = copy.deepcopy(smollm2.model)
+    grouped.set_attn_implementation(hf.GROUPED_DECODE)
+    torch.manual_seed(0)
+    ids = torch.randint(100, 5000, (3, 40))
+    mask = torch.ones_like(ids)
+    mask[0, :9] = mask[1, :3] = 0
+    step = torch.cat([mask, torch.ones(3, 1, dtype=mask.dtype)], 1)
+    logits = []
+    with torch.inference_mode():
+        for model in (smollm2.model, grouped):
+            cache = hf.cache_of(model(input_ids=ids, attention_mask=mask, use_cache=True))
+            kw = {smollm2._cache_kwarg(): cache}
+            logits.append(model(input_ids=ids[:, -1:], attention_mask=step, **kw).logits.float())
+    assert (logits[0] - logits[1]).abs().max().item() < 1e-4

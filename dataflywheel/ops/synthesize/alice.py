@@ -85,7 +85,7 @@ class Alice(Generator):
             ids = torch.tensor([backend.encode(backend.render(prompt))], device=backend.device)
             guide = ClassifierGuidance(tok, self.probability, ids.shape[1], p.weight, p.top_k)
             with torch.inference_mode():
-                out = backend.model.generate(
+                out = backend.generator.generate(
                     ids, attention_mask=torch.ones_like(ids), num_beams=p.num_beams, do_sample=False,
                     max_new_tokens=p.max_tokens, logits_processor=LogitsProcessorList([guide]),
                     pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None,
