@@ -111,13 +111,6 @@ def generating_with(backend, dtype):
 
 
 @pytest.fixture
-def smollm2_fp32(smollm2):
-    """The session's SmolLM2 decoding with its own fp32 weights, for mechanics compared to 1e-4 (a CPU with
-    native bf16 otherwise decodes with a bf16 copy)."""
-    return generating_with(smollm2, smollm2.dtype)
-
-
-@pytest.fixture
 def smollm2_bf16(smollm2):
     """The session's SmolLM2 decoding with a bf16 copy of its weights, on any CPU."""
     import torch

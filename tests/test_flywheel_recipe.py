@@ -56,7 +56,10 @@ def test_the_flywheel_recipe_feeds_each_round_the_model_the_round_before_trained
     # round 2's judgement, recomputed: policy@2's and policy@1's greedy answers to the first 4 held-out
     # prompts, judged by the frozen base model's next-token letters in both orders
     def checkpoint(it: int) -> HFBackend:
-        return HFBackend(str(run_dir / by[("sft", it)]["dir"] / "checkpoint"), device="cpu")
+        # the recipe's policy decodes in bf16, and its checkpoints with it
+        return HFBackend(
+            str(run_dir / by[("sft", it)]["dir"] / "checkpoint"), device="cpu", generate_dtype="bfloat16"
+        )
 
     rows = io.read_all(str(ROOT / "examples" / "demo_heldout.jsonl")).rows[:4]
     questions = [S.prompt_of(r[S.MESSAGES]) for r in rows]

@@ -51,7 +51,12 @@ def trained_model(op: Trainer, result: StepResult, models: dict):
     from dataflywheel.recipe.models import ModelSpec
 
     base = models.get(op.params.model)
-    device = base.spec.device if base is not None else "auto"
-    spec = ModelSpec(backend="hf", model=str(Path(result.dir) / "checkpoint"), device=device)
+    # the checkpoint runs as its base did: device, precisions, batch size
+    same = (
+        {k: getattr(base.spec, k) for k in ("device", "dtype", "generate_dtype", "batch_size")}
+        if base
+        else {}
+    )
+    spec = ModelSpec(backend="hf", model=str(Path(result.dir) / "checkpoint"), **same)
     cache = base.cache if base is not None else None
     return Model(op.produced_model(), spec, cache)

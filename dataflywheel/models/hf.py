@@ -117,13 +117,12 @@ def _register_grouped_decode() -> None:
 
 
 def pick_generate_dtype(generate_dtype: str, dtype, device: str):
-    """The weights generation decodes with. ``auto``: the scoring dtype, except an fp32 model on a CPU
-    with native bf16, which decodes in bf16 (decoding reads every weight once per token, so it is bound
-    by memory bandwidth: half the bytes, measured 1.3-2.3x faster a step on 2 cores; BENCHMARKS.md)."""
-    torch = _torch()
+    """The weights generation decodes with: ``auto`` is the scoring dtype itself. ``bfloat16`` for an fp32
+    model on a CPU decodes with a bf16 copy: decoding reads every weight once per token, so it is bound by
+    memory bandwidth, and half the bytes decoded 1.95x faster on 2 cores with native bf16 (AVX512-BF16 or
+    AMX; ``native_cpu_bf16``; BENCHMARKS.md). Not the default: greedy answers then follow bf16 arithmetic,
+    which differs from fp32's and varies with how prompts are batched."""
     if generate_dtype == "auto":
-        if not device.startswith("cuda") and dtype == torch.float32 and native_cpu_bf16():
-            return torch.bfloat16
         return dtype
     return pick_dtype(generate_dtype, device)
 

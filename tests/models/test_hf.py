@@ -109,42 +109,41 @@ FEW_SHOT = "Come up with an answer for the task.\n\n" + "".join(
 TASKS = ["Name a color.", "What is 2+2?", "List three fruits.", "Give a synonym for happy."]
 
 
-def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_answers(smollm2_fp32, monkeypatch):
+def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_answers(smollm2, monkeypatch):
     """Prompts that start alike (a few-shot template, n samples of one prompt) have their common prefix
     prefilled once: the model sees it in one row, the rows only their own tokens, and the answers, their
-    log-probabilities and seeded samples are those of prompts prefilled whole (fp32 weights: the same
-    sums in another order agree to 1e-4; bf16's to about 1e-2)."""
+    log-probabilities and seeded samples are those of prompts prefilled whole."""
     convs = [[{"role": "user", "content": FEW_SHOT + "Task: " + t}] for t in TASKS]
-    prompts = [smollm2_fp32.encode(smollm2_fp32.render(c)) for c in convs]
-    shared = smollm2_fp32._shared_prefix(prompts, 1)
+    prompts = [smollm2.encode(smollm2.render(c)) for c in convs]
+    shared = smollm2._shared_prefix(prompts, 1)
     # the longest common prefix: every prompt has it, and they differ at the next token
     assert all(p[:shared] == prompts[0][:shared] for p in prompts) and len({p[shared] for p in prompts}) > 1
     assert shared > 150
-    assert smollm2_fp32._shared_prefix(prompts[:1], 1) == 0  # a lone prompt has nothing to share
+    assert smollm2._shared_prefix(prompts[:1], 1) == 0  # a lone prompt has nothing to share
     seen = []
-    hook = smollm2_fp32.generator.register_forward_pre_hook(
+    hook = smollm2.generator.register_forward_pre_hook(
         lambda m, args, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True
     )
     try:
         greedy = Sampling(max_tokens=12, logprobs=True)
-        batched = smollm2_fp32.chat(convs, greedy)
+        batched = smollm2.chat(convs, greedy)
     finally:
         hook.remove()
     width = max(len(p) for p in prompts)
     assert seen[:2] == [(1, shared), (4, width - shared)] and set(seen[2:]) == {(4, 1)}
-    single = [smollm2_fp32.chat([c], greedy)[0] for c in convs]
+    single = [smollm2.chat([c], greedy)[0] for c in convs]
     assert [r.text for r in batched] == [r.text for r in single]
     for a, b in zip(batched, single, strict=True):
         assert np.allclose(a.completions[0].logprobs, b.completions[0].logprobs, atol=1e-4)
     sample = Sampling(max_tokens=10, temperature=1.0, n=3, seed=11)
-    shared_samples = [c.text for r in smollm2_fp32.chat(convs[:2], sample) for c in r.completions]
-    monkeypatch.setattr(smollm2_fp32, "SHARED_PREFIX_MIN", 10**9)
-    whole_samples = [c.text for r in smollm2_fp32.chat(convs[:2], sample) for c in r.completions]
+    shared_samples = [c.text for r in smollm2.chat(convs[:2], sample) for c in r.completions]
+    monkeypatch.setattr(smollm2, "SHARED_PREFIX_MIN", 10**9)
+    whole_samples = [c.text for r in smollm2.chat(convs[:2], sample) for c in r.completions]
     assert shared_samples == whole_samples and len(set(shared_samples)) > 1
 
 
-def test_generation_decodes_with_bf16_weights_and_scoring_keeps_fp32(smollm2, smollm2_bf16, smollm2_fp32):
-    """On a CPU with native bf16 an fp32 model decodes with a bf16 copy of its weights and grouped-query
+def test_generation_decodes_with_bf16_weights_and_scoring_keeps_fp32(smollm2, smollm2_bf16):
+    """`generate_dtype: bfloat16`: an fp32 model decodes with a bf16 copy of its weights and grouped-query
     decoding attention; its greedy answers are those of transformers' own bf16 model (eager attention),
     while log-probabilities still come from the fp32 weights."""
     from transformers import AutoModelForCausalLM
@@ -159,7 +158,7 @@ def test_generation_decodes_with_bf16_weights_and_scoring_keeps_fp32(smollm2, sm
     assert smollm2.model.config._attn_implementation == "sdpa"
     for (name, w), (_, w16) in zip(smollm2.model.named_parameters(), gen.named_parameters(), strict=True):
         assert torch.equal(w.to(torch.bfloat16), w16), name
-    assert bf16.fingerprint != smollm2_fp32.fingerprint  # their answers never share a cache entry
+    assert bf16.fingerprint != smollm2.fingerprint  # their answers never share a cache entry
 
     reference = AutoModelForCausalLM.from_pretrained(
         smollm2.path, dtype=torch.bfloat16, attn_implementation="eager"
@@ -197,16 +196,12 @@ def test_generation_decodes_with_bf16_weights_and_scoring_keeps_fp32(smollm2, sm
     np.testing.assert_allclose(got, manual_logprobs(smollm2, CONVS[0], "Paris."), atol=1e-4)
 
 
-def test_auto_generate_dtype(monkeypatch):
+def test_generate_dtype_choice():
     from dataflywheel.models import hf
 
-    monkeypatch.setattr(hf, "native_cpu_bf16", lambda: True)
-    assert hf.pick_generate_dtype("auto", torch.float32, "cpu") == torch.bfloat16
-    assert hf.pick_generate_dtype("auto", torch.float16, "cpu") == torch.float16  # only fp32 is lowered
+    assert hf.pick_generate_dtype("auto", torch.float32, "cpu") == torch.float32  # exact by default
     assert hf.pick_generate_dtype("auto", torch.bfloat16, "cuda") == torch.bfloat16
-    assert hf.pick_generate_dtype("float32", torch.float32, "cpu") == torch.float32
-    monkeypatch.setattr(hf, "native_cpu_bf16", lambda: False)  # emulated bf16 is slower than fp32
-    assert hf.pick_generate_dtype("auto", torch.float32, "cpu") == torch.float32
+    assert hf.pick_generate_dtype("bfloat16", torch.float32, "cpu") == torch.bfloat16
     with pytest.raises(hf.ModelError, match="unknown dtype 'int4'"):
         hf.pick_generate_dtype("int4", torch.float32, "cpu")
 
