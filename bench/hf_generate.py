@@ -4,6 +4,7 @@
     python -m bench.hf_generate [--n 64] [--max-tokens 64] [--batch-size 16]
     python -m bench.hf_generate --few-shot [--n 32] [--max-tokens 48]
     python -m bench.hf_generate --precision [--n 64] [--max-tokens 64]
+    python -m bench.hf_generate --decode-steps
 
 ``--few-shot``: prompts that share a long prefix, Self-Instruct's instance-generation template (its
 demonstrations, then the task) filled with the human seed tasks (../shared/data/self_instruct): the
@@ -14,6 +15,11 @@ backend with its shared prefix prefilled once against the same backend prefillin
 answers that come out identical, and the fp32 model's mean NLL of each side's answers (a change of
 precision that hurt the answers would show there). Without ``--precision`` the backend decodes as
 ``auto`` picks; the header says which.
+
+``--decode-steps``: the time of one decoding step (one new token per row against a cache of random
+tokens, the first row left-padded) for fp32 SDPA (the reference), bf16 SDPA, bf16 eager and bf16 with
+the backend's grouped decoding attention, and the largest logit difference of grouped against SDPA in
+fp32 (exactness).
 """
 
 from __future__ import annotations
@@ -116,6 +122,52 @@ def precision(n: int, max_tokens: int) -> None:
     )
 
 
+def decode_steps() -> None:
+    from transformers import AutoModelForCausalLM
+
+    from dataflywheel.models import embedded, hf
+
+    hf._register_grouped_decode()
+    path = str(embedded.resolve("embedded:smollm2-135m-instruct"))
+    shapes = ((4, 100), (16, 400), (64, 100))
+    configs = (
+        ("fp32 sdpa (ref)", torch.float32, "sdpa"),
+        ("bf16 sdpa", torch.bfloat16, "sdpa"),
+        ("bf16 eager", torch.bfloat16, "eager"),
+        ("bf16 grouped", torch.bfloat16, hf.GROUPED_DECODE),
+    )
+    print(f"one decoding step, ms (SmolLM2-135M, {torch.get_num_threads()} threads)")
+    print(f"{'':18}" + "".join(f"{f'{r} rows x {c}':>16}" for r, c in shapes))
+    logits = {}
+    for name, dtype, attn in configs + (("fp32 grouped", torch.float32, hf.GROUPED_DECODE),):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn).eval()
+        cells = []
+        for rows, ctx in shapes:
+            torch.manual_seed(0)
+            ids = torch.randint(100, 5000, (rows, ctx))
+            mask = torch.ones_like(ids)
+            mask[0, :10] = 0
+            best = float("inf")
+            with torch.inference_mode():
+                for _ in range(2):
+                    cache = hf.cache_of(model(input_ids=ids, attention_mask=mask, use_cache=True))
+                    grown = mask
+                    start = 0.0
+                    for step in range(7):  # the first step warms up
+                        if step == 1:
+                            start = time.perf_counter()
+                        grown = torch.cat([grown, torch.ones(rows, 1, dtype=mask.dtype)], 1)
+                        out = model(input_ids=ids[:, -1:], attention_mask=grown, past_key_values=cache)
+                    best = min(best, (time.perf_counter() - start) / 6 * 1000)
+                    if dtype == torch.float32 and rows == 4:
+                        logits[attn] = out.logits.float()
+            cells.append(best)
+        if name != "fp32 grouped":
+            print(f"{name:18}" + "".join(f"{c:16.1f}" for c in cells))
+    diff = (logits["sdpa"] - logits[hf.GROUPED_DECODE]).abs().max().item()
+    print(f"fp32 grouped against fp32 sdpa, largest logit difference after 7 steps: {diff:.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=64)
@@ -123,7 +175,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--few-shot", action="store_true", help="prompts sharing a long prefix (see above)")
     ap.add_argument("--precision", action="store_true", help="fp32 against bf16 decoding (see above)")
+    ap.add_argument("--decode-steps", action="store_true", help="one decoding step per attention (see above)")
     args = ap.parse_args()
+    if args.decode_steps:
+        return decode_steps()
     if args.precision:
         return precision(args.n, args.max_tokens)
     if args.few_shot:
