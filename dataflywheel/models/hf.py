@@ -84,8 +84,8 @@ GROUPED_DECODE = "flywheel_grouped_decode"
 def grouped_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Attention for one new token against the KV cache, grouped-query heads sharing their key/value head
     by reshaping the query instead of copying the cache. Eager attention repeats every cached key and
-    value ``heads / kv_heads`` times per layer and step (3x for SmolLM2: more bytes than the weights), and
-    torch's CPU flash kernel is slow in bf16 for one query; a prompt's prefill (several queries) goes to
+    value ``heads / kv_heads`` times per layer and step (3x for SmolLM2), and torch's CPU flash kernel in
+    bf16 is slower than two small matmuls for one query; a prompt's prefill (several queries) goes to
     transformers' SDPA. Registered as a transformers attention implementation for the bf16 CPU decoder."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -215,10 +215,9 @@ class HFBackend(Backend):
     def generator(self):
         """The model generation decodes with: ``model`` itself, or its weights cast once to
         ``generate_dtype`` (built on first use; the copy costs the weights' size again in memory). A bf16
-        copy on CPU decodes with ``grouped_decode_attention``: torch's CPU flash kernel is slower in bf16
-        than fp32 for one query against a long cache, and eager attention copies the cache (measured on 2
-        cores, one decoding step, 16 rows x 400 cached tokens: fp32 SDPA 123 ms, bf16 SDPA 171 ms, bf16
-        eager 96 ms, bf16 grouped 73 ms; 64 rows x 100: 232 / 200 / 147 / 113 ms)."""
+        copy on CPU decodes with ``grouped_decode_attention`` (``python -m bench.hf_generate
+        --decode-steps``, one step on 2 cores, 16 rows x 400 cached tokens: fp32 SDPA 124 ms, bf16 SDPA
+        73 ms, bf16 eager 94 ms, bf16 grouped 63 ms; 64 rows x 100: 250 / 128 / 134 / 98 ms)."""
         if self.generate_dtype == self.dtype:
             return self.model
         if self._generator is None:
