@@ -25,7 +25,6 @@ fp32 (exactness).
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import torch
@@ -93,8 +92,7 @@ def precision(n: int, max_tokens: int) -> None:
     import numpy as np
 
     fp32 = HFBackend("embedded:smollm2-135m-instruct", device="cpu", generate_dtype="float32")
-    bf16 = copy.copy(fp32)  # the same loaded weights, decoding with a bf16 copy
-    bf16.generate_dtype, bf16._generator, bf16._fingerprint = torch.bfloat16, None, None
+    bf16 = fp32.generating_with("bfloat16")  # the same loaded weights, decoding with a bf16 copy
     convs = [[{"role": "user", "content": q}] for q, _ in alpaca_eval_pairs(n)]
     sampling = Sampling(max_tokens=max_tokens)
     rows = {}

@@ -101,21 +101,10 @@ def smollm2():
     return HFBackend("embedded:smollm2-135m-instruct", device="cpu")
 
 
-def generating_with(backend, dtype):
-    """The same loaded backend generating with ``dtype`` weights (a view: no second load)."""
-    import copy
-
-    view = copy.copy(backend)
-    view.generate_dtype, view._generator, view._fingerprint = dtype, None, None
-    return view
-
-
 @pytest.fixture
 def smollm2_bf16(smollm2):
     """The session's SmolLM2 decoding with a bf16 copy of its weights, on any CPU."""
-    import torch
-
-    return generating_with(smollm2, torch.bfloat16)
+    return smollm2.generating_with("bfloat16")
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ def trained_model(op: Trainer, result: StepResult, models: dict):
     # the checkpoint runs as its base did: device, precisions, batch size
     same = (
         {k: getattr(base.spec, k) for k in ("device", "dtype", "generate_dtype", "batch_size")}
-        if base
+        if base is not None
         else {}
     )
     spec = ModelSpec(backend="hf", model=str(Path(result.dir) / "checkpoint"), **same)

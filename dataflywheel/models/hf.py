@@ -64,10 +64,8 @@ def native_cpu_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles); emulated bf16 is slower
     than fp32."""
     cpu = _torch().cpu
-    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in NATIVE_BF16_PROBES)
-
-
-NATIVE_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in probes)
 
 
 def _contiguous_input(module, args):
@@ -229,6 +227,17 @@ class HFBackend(Backend):
                 gen.set_attn_implementation(GROUPED_DECODE)
             self._generator = gen
         return self._generator
+
+    def generating_with(self, generate_dtype) -> HFBackend:
+        """This backend with the same loaded weights, generating with ``generate_dtype`` (a torch dtype or
+        its name): no second load, and its own fingerprint, so their answers never share a cache entry."""
+        import copy
+
+        view = copy.copy(self)
+        if isinstance(generate_dtype, str):
+            generate_dtype = pick_generate_dtype(generate_dtype, self.dtype, self.device)
+        view.generate_dtype, view._generator, view._fingerprint = generate_dtype, None, None
+        return view
 
     # ------------------------------------------------------------------ templates
     def render(self, conversation: Conversation, generation_prompt: bool = True) -> str:
