@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataflywheel.errors import FlywheelError
+from dataflywheel.models.constraint import Constraint
 
 CHAT, LOGPROBS, EMBED, COMPLETE = "chat", "logprobs", "embed", "complete"
 Conversation = list[dict]
@@ -42,6 +43,9 @@ class Sampling(BaseModel):
     stop: list[str] | None = Field(None, description="stop strings (not included in the text)")
     seed: int | None = Field(None, description="sampling seed; seeded requests are cached")
     logprobs: bool = Field(False, description="return the log-probability of each generated token")
+    constraint: Constraint | None = Field(
+        None, description="the shape the reply must take (JSON schema, regex, choice, grammar)"
+    )
 
     @property
     def deterministic(self) -> bool:
@@ -103,6 +107,11 @@ class Backend:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         raise ModelError(f"{self.name} cannot embed")
+
+    def enforces(self, constraint: Constraint, kind: str = CHAT) -> bool:
+        """Whether ``chat`` (or ``complete``, ``kind``) decodes under ``constraint``; a backend that
+        cannot gets the request without it."""
+        return False
 
     def close(self) -> None:
         """Free what the backend holds (GPU memory, connections)."""

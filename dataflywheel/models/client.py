@@ -40,6 +40,8 @@ class Usage:
     cached: int = 0  # served from the call cache
     failed: int = 0  # still failing after retries
     retries: int = 0
+    # asked with a constraint the backend cannot enforce, so sent without it (the parser still decides)
+    unconstrained: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -102,6 +104,7 @@ def build_backend(spec: ModelSpec) -> Backend:
             spec.max_concurrency,
             spec.timeout_s,
             spec.max_retries,
+            structured_outputs=spec.structured_outputs,
         )
     if spec.backend == "vllm":
         from dataflywheel.models.vllm import VLLMBackend
@@ -179,7 +182,26 @@ class Model:
             "complete", "prompt", list(prompts), self.backend.complete, sampling or Sampling()
         )
 
+    def enforces(self, constraint, kind: str = CHAT) -> bool:
+        """Whether this model decodes under ``constraint`` (see ``Backend.enforces``)."""
+        return self.backend.enforces(constraint, kind)
+
     def _generate(self, kind: str, field: str, requests: list, call, sampling: Sampling) -> list[ChatResult]:
+        if sampling.constraint is not None and not self.enforces(sampling.constraint, kind):
+            if sampling.constraint.required:
+                raise ModelError(
+                    f"model '{self.name}' ({self.spec.backend}) cannot enforce a {sampling.constraint.kind} "
+                    f"constraint on {kind} requests"
+                    + (
+                        f" (structured_outputs: {self.spec.structured_outputs})"
+                        if self.spec.backend == "openai"
+                        else ""
+                    )
+                    + "; use constrained: auto to send it unconstrained and let the parser decide"
+                )
+            self.usage.unconstrained += len(requests)
+            sampling = sampling.model_copy(update={"constraint": None})
+
         def run(items):
             return call(items, sampling)
 

@@ -312,6 +312,10 @@ class HFBackend(Backend):
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if string_stops:  # one-character stops end generation as stop tokens (above): much cheaper
                 kwargs.update(stop_strings=string_stops, tokenizer=self.tokenizer)
+            grammar = None
+            if sampling.constraint is not None:  # one grammar matcher per row, masking its logits
+                grammar = self._grammar_logits(sampling.constraint, len(rows), width)
+                kwargs["logits_processor"] = [grammar]
             with torch.inference_mode():
                 if shared:  # the prefix's keys and values computed once, copied to every row
                     kwargs[self._cache_kwarg()] = self._prefix_cache(prompts[batch[0]][:shared], len(rows))
@@ -319,6 +323,9 @@ class HFBackend(Backend):
                     input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
                 )
             new = out.sequences[:, width:].cpu()
+            # a reply whose grammar completed on its last allowed token ended, though no end-of-turn
+            # token followed: it is whole, not cut at max_tokens
+            complete = grammar.complete_after(new) if grammar is not None else [False] * len(rows)
             lps = None
             if sampling.logprobs:
                 # step by step: stacking every step's (rows, vocab) logits first would hold several
@@ -336,10 +343,32 @@ class HFBackend(Backend):
                 for j in range(sampling.n):
                     k = b * sampling.n + j
                     comps.append(
-                        self._completion(new[k], None if lps is None else lps[k], sampling, eos_ids, stop_ids)
+                        self._completion(
+                            new[k], None if lps is None else lps[k], sampling, eos_ids, stop_ids, complete[k]
+                        )
                     )
                 results[i] = ChatResult(comps, prompt_tokens=len(prompts[i]))
         return results
+
+    def enforces(self, constraint, kind: str = CHAT) -> bool:
+        return True  # llguidance masks the logits in the decoding loop (models/grammar.py)
+
+    def row_matchers(self, constraint, rows: int):
+        """One grammar matcher per generated row, over this tokenizer, every end-of-turn token allowing
+        the reply to end once the grammar is complete."""
+        from dataflywheel.models.grammar import RowMatchers, ll_tokenizer
+
+        return RowMatchers(ll_tokenizer(self.tokenizer, self._eos_ids()), constraint, rows)
+
+    def _grammar_logits(self, constraint, rows: int, width: int):
+        from transformers import LogitsProcessor
+
+        from dataflywheel.models.grammar import GrammarLogits
+
+        class Masked(GrammarLogits, LogitsProcessor):
+            pass
+
+        return Masked(self.row_matchers(constraint, rows), width)
 
     SHARED_PREFIX_MIN = 16
 
@@ -398,13 +427,14 @@ class HFBackend(Backend):
         return frozenset(out)
 
     def _completion(
-        self, tokens, lps, sampling: Sampling, eos: set[int], stops: frozenset[int]
+        self, tokens, lps, sampling: Sampling, eos: set[int], stops: frozenset[int], complete: bool = False
     ) -> Completion:
         """One generated sequence cut at its end: an end-of-turn token (dropped) or a token holding a
-        one-character stop string (kept; the text is cut at the string)."""
+        one-character stop string (kept; the text is cut at the string). ``complete``: its grammar ended
+        on its last token, so running out of tokens did not cut it."""
         ids = tokens.tolist()
         n = len(ids)
-        finish = "length"
+        finish = "stop" if complete else "length"
         for pos, t in enumerate(ids):
             if t in eos:
                 n, finish = pos, "stop"

@@ -36,6 +36,7 @@ from dataflywheel.models.base import (
     ModelError,
     Sampling,
 )
+from dataflywheel.models.constraint import Constraint
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -75,6 +76,7 @@ class OpenAIBackend(Backend):
         max_retries: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        structured_outputs: str = "openai",
     ):
         try:
             import httpx  # noqa: F401
@@ -85,6 +87,7 @@ class OpenAIBackend(Backend):
         self.model, self.base_url = model, base_url.rstrip("/")
         self.max_concurrency, self.timeout_s, self.max_retries = max_concurrency, timeout_s, max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.structured_outputs = structured_outputs
         self._headers = {"Content-Type": "application/json"}
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -158,16 +161,19 @@ class OpenAIBackend(Backend):
         return _run_coroutine(main())
 
     # ------------------------------------------------------------------ API
+    def enforces(self, constraint: Constraint, kind: str = CHAT) -> bool:
+        return constraint_fields(self.structured_outputs, constraint, kind) is not None
+
     def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
-        payloads = [{**self._sampling(sampling), "messages": c} for c in conversations]
+        payloads = [{**self._sampling(sampling, CHAT), "messages": c} for c in conversations]
         return self._results(self._run_all("/chat/completions", payloads, check=_chat_problem), _parse_chat)
 
     def complete(self, prompts: list[str], sampling: Sampling) -> list[ChatResult]:
         """Raw-text continuations through the legacy ``/completions`` endpoint (vLLM serves it)."""
-        payloads = [{**self._sampling(sampling), "prompt": p} for p in prompts]
+        payloads = [{**self._sampling(sampling, COMPLETE), "prompt": p} for p in prompts]
         return self._results(self._run_all("/completions", payloads, check=_text_problem), _parse_text)
 
-    def _sampling(self, sampling: Sampling) -> dict:
+    def _sampling(self, sampling: Sampling, kind: str) -> dict:
         base = {
             "model": self.model,
             "n": sampling.n,
@@ -181,6 +187,8 @@ class OpenAIBackend(Backend):
             base["seed"] = sampling.seed
         if sampling.logprobs:
             base["logprobs"] = True
+        if sampling.constraint is not None:  # the model strips what this server cannot enforce
+            base.update(constraint_fields(self.structured_outputs, sampling.constraint, kind) or {})
         return base
 
     @staticmethod
@@ -224,6 +232,32 @@ class OpenAIBackend(Backend):
                 raise ModelError(f"embeddings from {self.base_url} failed: {err}")
             vecs += [d["embedding"] for d in sorted(data["data"], key=lambda d: d["index"])]
         return np.asarray(vecs, dtype=np.float32)
+
+
+def constraint_fields(server: str, constraint: Constraint, kind: str = CHAT) -> dict | None:
+    """The request fields that ask a server of kind ``server`` (``ModelSpec.structured_outputs``) for
+    ``constraint`` on a chat or raw-text request, or None when that server cannot take it.
+
+    JSON schemas go as OpenAI's ``response_format`` (strict) on chat requests wherever a server takes it;
+    vLLM (0.12 and newer) takes the rest as ``structured_outputs``, older vLLM as ``guided_*``, SGLang as
+    ``regex`` and ``ebnf`` (a choice list as a regex of its alternatives)."""
+    c, k = constraint, constraint.kind
+    if server == "none":
+        return None
+    if k == "json_schema" and kind == CHAT and server != "vllm-legacy":
+        schema = {"name": "reply", "schema": c.json_schema, "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": schema}}
+    if server == "vllm":
+        return {"structured_outputs": {"json" if k == "json_schema" else k: getattr(c, k)}}
+    if server == "vllm-legacy":
+        return {f"guided_{'json' if k == 'json_schema' else k}": getattr(c, k)}
+    if server == "sglang":
+        if k == "json_schema":
+            return {"json_schema": c.text}
+        if k == "grammar":
+            return {"ebnf": c.grammar}
+        return {"regex": c.choice_regex() if k == "choice" else c.regex}
+    return None
 
 
 def _chat_problem(data: dict) -> str | None:

@@ -30,6 +30,14 @@ class ModelSpec(BaseModel):
     api_key_env: str | None = Field(
         None, description="openai backend: environment variable holding the API key"
     )
+    structured_outputs: Literal["openai", "vllm", "vllm-legacy", "sglang", "none"] = Field(
+        "openai",
+        description="openai backend: how the server takes output constraints. openai: response_format "
+        "(JSON schemas only); vllm: response_format and structured_outputs (regex, choice, grammar); "
+        "vllm-legacy: guided_json/regex/choice/grammar (vLLM before 0.12); sglang: response_format, regex "
+        "and ebnf; none: the server takes none (requests go unconstrained, counted). flywheel serve takes "
+        "all of them",
+    )
     max_concurrency: int = Field(8, ge=1, description="openai backend: requests in flight at once")
     timeout_s: float = Field(120.0, gt=0, description="seconds before a request is retried")
     max_retries: int = Field(

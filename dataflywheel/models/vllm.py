@@ -21,6 +21,22 @@ from dataflywheel.models.base import (
 )
 
 
+def structured_params(constraint) -> dict:
+    """vLLM's SamplingParams fields for an output constraint: ``structured_outputs`` (vLLM 0.12 and
+    newer) or ``guided_decoding`` (older releases)."""
+    if constraint is None:
+        return {}
+    k = constraint.kind
+    fields = {"json" if k == "json_schema" else k: getattr(constraint, k)}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(**fields)}
+    return {"structured_outputs": StructuredOutputsParams(**fields)}
+
+
 class VLLMBackend(Backend):
     capabilities = frozenset({CHAT, LOGPROBS, COMPLETE})
     name = "vllm"
@@ -60,6 +76,9 @@ class VLLMBackend(Backend):
     def fingerprint(self) -> str:
         return digest("vllm", self.spec, self.path, self.tokenizer.chat_template)
 
+    def enforces(self, constraint, kind: str = CHAT) -> bool:
+        return True  # structured outputs (xgrammar or llguidance inside vLLM)
+
     def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[ChatResult]:
         return self.complete([template.render(self.tokenizer, c) for c in conversations], sampling)
 
@@ -74,6 +93,7 @@ class VLLMBackend(Backend):
             stop=sampling.stop,
             seed=sampling.seed,
             logprobs=0 if sampling.logprobs else None,
+            **structured_params(sampling.constraint),
         )
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []

@@ -47,6 +47,7 @@ class Handle:
         self.submitted = time.monotonic()
         self.stop_ids: frozenset[int] = frozenset()  # tokens holding a one-character stop (set on admission)
         self.stop_strings = [c for c in sampling.stop or [] if len(c) > 1]
+        self.matchers = None  # RowMatchers of the request's choices, when it asks for a constraint
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -112,6 +113,8 @@ class Decoder:
     def submit(self, ids: list[int], sampling: Sampling, on_text: OnText | None = None) -> Handle:
         """Queue one prompt (token ids); raises :class:`Busy` when ``max_queue`` requests already wait."""
         handle = Handle(ids, sampling, on_text)
+        if sampling.constraint is not None:  # compiled here: a bad grammar fails its own request only
+            handle.matchers = self.backend.row_matchers(sampling.constraint, sampling.n)
         limit = self.backend.max_length - sampling.max_tokens
         if len(ids) > limit:
             message = (
@@ -246,6 +249,16 @@ class Decoder:
         """Each row's next token under its request's options, then every finished row leaves."""
         torch = self.torch
         logits = logits.float()
+        constrained: dict[int, list[int]] = {}  # handle -> positions of its rows in ``rows``
+        for i, r in enumerate(rows):
+            if r.handle.matchers is not None:
+                constrained.setdefault(id(r.handle), []).append(i)
+        if constrained:  # a normal tensor: the forward pass's output may not be changed in place
+            logits = logits.clone()
+        for positions in constrained.values():  # disallowed tokens to -inf before picking
+            picked = logits[positions]  # a copy (advanced indexing): masked, then written back
+            rows[positions[0]].handle.matchers.apply(picked, [rows[i].index for i in positions])
+            logits[positions] = picked
         chosen = logits.argmax(-1)
         sampled = [i for i, r in enumerate(rows) if r.handle.sampling.temperature > 0]
         for i in sampled:  # one row at a time: each request draws from its own generator
@@ -267,6 +280,8 @@ class Decoder:
         finished = []
         for i, row in enumerate(rows):
             row.tokens.append(tokens[i])
+            if row.handle.matchers is not None:
+                row.handle.matchers.consume_row(row.index, tokens[i])
             if i in lps:
                 row.logprobs.append(lps[i])
             if self._finished(row):
@@ -328,6 +343,7 @@ class Decoder:
     def _resolve(self, handle: Handle) -> None:
         torch = self.torch
         s = handle.sampling
+        complete = handle.matchers.complete() if handle.matchers is not None else [False] * s.n
         completions = [
             self.backend._completion(
                 torch.tensor(r.tokens),
@@ -335,6 +351,7 @@ class Decoder:
                 s,
                 self.eos,
                 handle.stop_ids,
+                complete[r.index],
             )
             for r in handle.rows
         ]

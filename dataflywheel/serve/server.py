@@ -22,9 +22,10 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflywheel.models.base import CHAT, COMPLETE, EMBED, LOGPROBS, Backend, Sampling
+from dataflywheel.models.constraint import Constraint, ConstraintError
 from dataflywheel.models.hf import HFBackend
 from dataflywheel.serve.batcher import Batcher, Busy
 from dataflywheel.serve.decoder import Decoder
@@ -36,7 +37,77 @@ class Message(BaseModel):
     content: str | list[dict[str, Any]] | None = ""
 
 
-class ChatRequest(BaseModel):
+class Structured(BaseModel):
+    """Output constraints as the servers this project talks to take them: OpenAI's ``response_format``,
+    vLLM's ``structured_outputs`` (and its older ``guided_*`` fields), SGLang's ``regex`` / ``ebnf`` /
+    ``json_schema``. At most one may be given."""
+
+    model_config = ConfigDict(extra="allow")
+    response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    regex: str | None = None
+    ebnf: str | None = None
+    json_schema: str | dict[str, Any] | None = None
+
+
+def _constraint(req: Structured) -> Constraint | None:
+    """The request's output constraint, or None; a malformed or doubly given one is a 400 before any
+    decoding."""
+    asked: list[tuple[str, dict]] = []
+    fmt = req.response_format
+    if fmt is not None:
+        kind = fmt.get("type")
+        if kind == "json_object":
+            asked.append(("response_format", {"json_schema": {"type": "object"}}))
+        elif kind == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise HTTPException(400, "response_format.json_schema.schema: expected a JSON schema object")
+            asked.append(("response_format", {"json_schema": schema}))
+        elif kind != "text":
+            raise HTTPException(
+                400, f"response_format.type: expected text, json_object or json_schema, got {kind!r}"
+            )
+    for key, value in (req.structured_outputs or {}).items():
+        if key not in ("json", "regex", "choice", "grammar"):
+            raise HTTPException(
+                400, f"structured_outputs.{key}: not supported (json, regex, choice, grammar)"
+            )
+        asked.append((f"structured_outputs.{key}", {"json_schema" if key == "json" else key: value}))
+    pairs = [
+        ("guided_json", "json_schema", req.guided_json),
+        ("guided_regex", "regex", req.guided_regex),
+        ("guided_choice", "choice", req.guided_choice),
+        ("guided_grammar", "grammar", req.guided_grammar),
+        ("regex", "regex", req.regex),
+        ("ebnf", "grammar", req.ebnf),
+        ("json_schema", "json_schema", req.json_schema),
+    ]
+    for field, kind, value in pairs:
+        if value is not None:
+            if kind == "json_schema" and isinstance(value, str):
+                try:
+                    value = orjson.loads(value)
+                except orjson.JSONDecodeError as e:
+                    raise HTTPException(400, f"{field}: not JSON: {e}") from None
+            asked.append((field, {kind: value}))
+    if not asked:
+        return None
+    if len(asked) > 1:
+        raise HTTPException(400, f"one output constraint at most; got {', '.join(a[0] for a in asked)}")
+    field, value = asked[0]
+    try:
+        return Constraint(**value)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise HTTPException(400, f"{field}: {first.get('msg', 'invalid constraint')}") from None
+
+
+class ChatRequest(Structured):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, tools, ...)
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
@@ -52,7 +123,7 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(Structured):
     model_config = ConfigDict(extra="allow")
     model: str | None = None
     prompt: str | list[str]
@@ -88,6 +159,7 @@ def _sampling(req: ChatRequest | CompletionRequest, max_tokens: int, logprobs: b
         max_tokens=max_tokens,
         stop=[req.stop] if isinstance(req.stop, str) else req.stop,
         logprobs=logprobs,
+        constraint=_constraint(req),
     )
 
 
@@ -205,6 +277,10 @@ def create_app(
         queued or none: on the decoder (prompt i's text handed to ``on_text_of(i)`` as it is decoded) or,
         without one, on the batcher."""
         futures, cancels = [], []
+        if sampling.constraint is not None and not chat.enforces(sampling.constraint, kind):
+            raise HTTPException(
+                400, f"this server's model cannot enforce a {sampling.constraint.kind} constraint"
+            )
         try:
             for i, item in enumerate(items):
                 if decoder is None:
@@ -216,9 +292,11 @@ def create_app(
                     handle = decoder.submit(ids, sampling, on_text_of(i) if on_text_of else None)
                     futures.append(handle.future)
                     cancels.append(handle.cancel)
-        except Busy:
+        except (Busy, ConstraintError) as e:
             for c in cancels:
                 c()
+            if isinstance(e, ConstraintError):
+                raise HTTPException(400, str(e)) from None
             raise
         return futures, lambda: [c() for c in cancels]
 

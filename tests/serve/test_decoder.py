@@ -4,12 +4,14 @@ leave at the next step."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
 import pytest
 
 from dataflywheel.models.base import Sampling
+from dataflywheel.models.constraint import Constraint, ending
 from dataflywheel.serve.batcher import Busy
 from dataflywheel.serve.decoder import Cancelled, Decoder
 
@@ -129,3 +131,26 @@ def test_a_prompt_too_long_is_an_error_and_a_full_queue_is_busy(smollm2):
     assert too_long.error and "exceeds the model's" in too_long.error
     with pytest.raises(Busy):
         d.submit(ids(smollm2, QUESTIONS[0]), Sampling(max_tokens=4))
+
+
+def test_constrained_requests_decode_beside_plain_ones_each_as_in_process(smollm2, decoder):
+    """A request's grammar masks its own rows only: constrained and plain requests share the batch, and
+    each gets the in-process model's text under its own sampling."""
+    verdict = Constraint(regex=ending(r"\[\[[1-6]\]\]", 40, avoid="["))
+    yes_no = Constraint(choice=["yes", "no"])
+    asks = [
+        (QUESTIONS[0], Sampling(max_tokens=24, constraint=verdict)),
+        (QUESTIONS[1], Sampling(max_tokens=12)),
+        (QUESTIONS[6], Sampling(max_tokens=6, constraint=yes_no)),
+        (QUESTIONS[2], Sampling(max_tokens=24, temperature=0.9, n=2, seed=4, constraint=verdict)),
+    ]
+    handles = [decoder.submit(ids(smollm2, q), s) for q, s in asks]
+    for (q, s), h in zip(asks, handles, strict=True):
+        r = h.future.result(timeout=120)
+        (ref,) = smollm2.chat([conv(q)], s)
+        if s.temperature == 0:
+            assert r.text == ref.text
+        for c in r.completions:
+            if s.constraint is not None:
+                assert re.fullmatch(s.constraint.regex or s.constraint.choice_regex(), c.text), c.text
+                assert c.finish_reason == "stop"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from dataflywheel.models.base import Sampling
+from dataflywheel.models.constraint import Constraint, ending
 from dataflywheel.models.openai import OpenAIBackend
 from tests.conftest import ROOT
 from tests.fault_server import free_port
@@ -68,9 +70,16 @@ def served():
     proc.wait(timeout=30)
 
 
-def client(url) -> OpenAIBackend:
+def client(url, structured_outputs: str = "openai") -> OpenAIBackend:
     os.environ["SERVE_TEST_KEY"] = KEY
-    return OpenAIBackend("smol", url, api_key_env="SERVE_TEST_KEY", max_retries=1, timeout_s=120)
+    return OpenAIBackend(
+        "smol",
+        url,
+        api_key_env="SERVE_TEST_KEY",
+        max_retries=1,
+        timeout_s=120,
+        structured_outputs=structured_outputs,
+    )
 
 
 CONVS = [
@@ -241,3 +250,52 @@ def test_64_concurrent_clients_some_leaving_mid_stream(served, smollm2):
     assert (health["running"], health["waiting"]) == (0, 0)
     assert health["cancelled"] - before["cancelled"] == 8
     assert health["completed"] - before["completed"] == 56
+
+
+def test_output_constraints_through_the_server_are_those_of_the_in_process_model(served, smollm2):
+    """flywheel serve is a structured-output server: each server kind's fields reach its decoder, and the
+    constrained answers equal the in-process model's under the same constraint."""
+    verdict = Constraint(regex=ending(r"\[\[[1-6]\]\]", 40, avoid="["))
+    person = Constraint(
+        json_schema={
+            "type": "object",
+            "properties": {"name": {"type": "string", "maxLength": 20}},
+            "required": ["name"],
+            "additionalProperties": False,
+        }
+    )
+    yes_no = Constraint(choice=["yes", "no"])
+    for kind, constraint in [
+        ("vllm", verdict),
+        ("sglang", verdict),
+        ("vllm-legacy", yes_no),
+        ("openai", person),
+    ]:
+        sampling = Sampling(max_tokens=32, constraint=constraint)
+        remote = client(served, kind).chat(CONVS, sampling)
+        local = smollm2.chat(CONVS, sampling)
+        assert [r.error for r in remote] == [None, None]
+        assert [r.text for r in remote] == [r.text for r in local], kind
+        for r in remote:
+            if constraint.json_schema:
+                assert isinstance(orjson.loads(r.text)["name"], str)
+            else:
+                assert re.fullmatch(constraint.regex or constraint.choice_regex(), r.text), (kind, r.text)
+    (r,) = client(served, "vllm").complete(["The sky is"], Sampling(max_tokens=8, constraint=yes_no))
+    assert r.text in ("yes", "no")
+
+
+def test_a_bad_constraint_is_a_400_naming_the_field_and_the_server_keeps_serving(served):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"messages": CONVS[0], "max_tokens": 4}
+    for extra, field in [
+        ({"structured_outputs": {"regex": "[a-"}}, "structured_outputs.regex"),
+        ({"guided_json": "{not json"}, "guided_json"),
+        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+        ({"regex": "a", "guided_choice": ["b"]}, "one output constraint at most"),
+    ]:
+        resp = httpx.post(f"{served}/chat/completions", json={**body, **extra}, headers=headers, timeout=60)
+        assert resp.status_code == 400, extra
+        assert field in resp.json()["error"]["message"]
+    ok = httpx.post(f"{served}/chat/completions", json=body, headers=headers, timeout=60)
+    assert ok.status_code == 200

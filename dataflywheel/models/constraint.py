@@ -1,0 +1,136 @@
+"""Structured generation: the shape a reply must take, enforced while decoding where the backend can.
+
+A :class:`Constraint` is one of a JSON schema, a regular expression, a list of choices or an EBNF grammar
+(GBNF, as llama.cpp writes it, or Lark). It rides on :class:`~dataflywheel.models.base.Sampling`, so it is
+part of the call-cache key, and it is checked when it is built: a bad schema or regex is an error before
+any model call. Each backend enforces it its own way: the hf backend and ``flywheel serve`` mask the
+logits of every token the grammar does not allow (llguidance, one matcher per row), vLLM takes its
+structured-output parameters, an OpenAI-compatible server gets ``response_format`` or the extra request
+fields its kind accepts (``ModelSpec.structured_outputs``). A backend that cannot enforce a constraint
+gets the plain request; the model counts it (``Usage.unconstrained``), and the op's parser still decides.
+
+Regular expressions use the syntax the decoding engines share (Rust's ``regex`` crate, which xgrammar,
+llguidance and Outlines read alike): no look-around, no backreferences.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dataflywheel.errors import FlywheelError
+
+KINDS = ("json_schema", "regex", "choice", "grammar")
+
+
+class ConstraintError(FlywheelError):
+    """A constraint that cannot be compiled (bad schema, regex or grammar), or one a model must enforce
+    and cannot."""
+
+
+def _llguidance():
+    try:
+        import llguidance
+    except ImportError:  # a core dependency; a broken install says what to do
+        raise ConstraintError("structured generation needs llguidance: pip install llguidance") from None
+    return llguidance
+
+
+class Constraint(BaseModel):
+    """The shape a reply must take: exactly one of ``json_schema``, ``regex``, ``choice``, ``grammar``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    json_schema: dict[str, Any] | None = Field(None, description="a JSON schema the reply must satisfy")
+    regex: str | None = Field(None, description="a regular expression the whole reply must match")
+    choice: list[str] | None = Field(None, description="the reply is exactly one of these strings")
+    grammar: str | None = Field(None, description="an EBNF grammar (GBNF or Lark) the reply must follow")
+    required: bool = Field(
+        False, description="fail the request rather than send it unconstrained to a model that cannot enforce"
+    )
+
+    @model_validator(mode="after")
+    def _one_and_valid(self) -> Constraint:
+        given = [k for k in KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"a constraint takes exactly one of {', '.join(KINDS)}; got {', '.join(given) or 'none'}"
+            )
+        if self.choice is not None and (not self.choice or not all(c for c in self.choice)):
+            raise ValueError("choice needs at least one non-empty string")
+        problem = _check(self.kind, self.text)
+        if problem:
+            raise ValueError(f"invalid {self.kind}: {problem}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def text(self) -> str:
+        """The constraint as one string (schemas and choice lists as JSON)."""
+        value = getattr(self, self.kind)
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+    def llguidance_grammar(self) -> str:
+        return _grammar(self.kind, self.text)
+
+    def choice_regex(self) -> str:
+        """The choices as one regular expression (for servers that take a regex but no choice list)."""
+        return "(" + "|".join(escape(c) for c in self.choice or []) + ")"
+
+
+# Whitespace between JSON tokens: a newline and an indent at most. JSON allows any amount, and a model
+# that may write any amount (a small one, a sampled one) can spend its whole max_tokens on it.
+JSON_WHITESPACE = r"[ \n\t]{0,8}"
+
+
+@lru_cache(maxsize=1024)
+def _grammar(kind: str, text: str) -> str:
+    ll = _llguidance()
+    try:
+        if kind == "json_schema":
+            return ll.LLMatcher.grammar_from_json_schema(text, defaults={"whitespace_pattern": JSON_WHITESPACE})
+        return ll.grammar_from(kind, text)
+    except ValueError as e:
+        raise ConstraintError(f"invalid {kind}: {e}") from None
+
+
+@lru_cache(maxsize=1024)
+def _check(kind: str, text: str) -> str:
+    """What is wrong with a constraint ("" when nothing), compiled without a tokenizer."""
+    try:
+        grammar = _grammar(kind, text)
+    except ConstraintError as e:
+        return str(e).removeprefix(f"invalid {kind}: ")
+    message = _llguidance().LLMatcher.validate_grammar(grammar)
+    if not message or message.startswith("WARNING"):
+        return ""
+    # one line: llguidance's message echoes the compiled grammar with a caret under the fault
+    return " ".join(message.split(" 1 | start:")[0].split())
+
+
+META = set(r"\.+*?()|[]{}^$#&-~")
+
+
+def escape(text: str) -> str:
+    """``text`` as a literal in the shared regex syntax (re.escape also escapes spaces and quotes, which
+    Rust's regex refuses inside some classes)."""
+    return "".join("\\" + ch if ch in META else ch for ch in text)
+
+
+def ending(pattern: str, free_chars: int, avoid: str = "") -> str:
+    """A reply of free text (at most ``free_chars`` characters) that ends in ``pattern``: a judge reasons
+    first and closes with its verdict. ``avoid`` is a character the free text may not hold twice in a row
+    (e.g. ``[`` for a ``[[k]]`` ending), so the ending is the first of its kind and the reply stops there.
+    Bounding the free text leaves the ending room within the request's ``max_tokens``."""
+    if free_chars <= 0:
+        return pattern
+    if avoid:  # a unit is one character, or the avoided one and another: about free_chars characters
+        a = escape(avoid)
+        return rf"([^{a}]|{a}[^{a}]){{0,{free_chars}}}{pattern}"
+    return rf"[\s\S]{{0,{free_chars}}}{pattern}"
