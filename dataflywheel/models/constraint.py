@@ -94,7 +94,9 @@ def _grammar(kind: str, text: str) -> str:
     ll = _llguidance()
     try:
         if kind == "json_schema":
-            return ll.LLMatcher.grammar_from_json_schema(text, defaults={"whitespace_pattern": JSON_WHITESPACE})
+            return ll.LLMatcher.grammar_from_json_schema(
+                text, defaults={"whitespace_pattern": JSON_WHITESPACE}
+            )
         return ll.grammar_from(kind, text)
     except ValueError as e:
         raise ConstraintError(f"invalid {kind}: {e}") from None
@@ -125,12 +127,11 @@ def escape(text: str) -> str:
 
 def ending(pattern: str, free_chars: int, avoid: str = "") -> str:
     """A reply of free text (at most ``free_chars`` characters) that ends in ``pattern``: a judge reasons
-    first and closes with its verdict. ``avoid`` is a character the free text may not hold twice in a row
-    (e.g. ``[`` for a ``[[k]]`` ending), so the ending is the first of its kind and the reply stops there.
+    first and closes with its verdict. ``avoid`` is a character the free text may not hold (``[`` for a
+    ``[[k]]`` ending), so the ending is the first of its kind and the reply stops there.
     Bounding the free text leaves the ending room within the request's ``max_tokens``."""
     if free_chars <= 0:
         return pattern
-    if avoid:  # a unit is one character, or the avoided one and another: about free_chars characters
-        a = escape(avoid)
-        return rf"([^{a}]|{a}[^{a}]){{0,{free_chars}}}{pattern}"
+    if avoid:  # a character class, not an alternation: masks stay cheap (0.4 against 20 ms a step)
+        return rf"[^{escape(avoid)}]{{0,{free_chars}}}{pattern}"
     return rf"[\s\S]{{0,{free_chars}}}{pattern}"

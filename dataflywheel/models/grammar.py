@@ -27,10 +27,25 @@ def ll_tokenizer(tokenizer, eos: set[int]):
         import llguidance.hf
 
         try:
-            per[key] = llguidance.hf.from_tokenizer(tokenizer, eos_token=list(key))
+            base = llguidance.hf.from_tokenizer(tokenizer, eos_token=list(key))
         except ValueError as e:  # a slow (Python) tokenizer
             raise ConstraintError(f"constrained decoding needs a fast tokenizer: {e}") from None
+        per[key] = base.with_slices(SLICES + llguidance.LLTokenizer.general_slices()[1:])
     return per[key]
+
+
+# llguidance allows whole groups of tokens at once ("slices") where a lexer state accepts every string of
+# a group; a token outside every accepted group is checked on its own. The op shapes' free text excludes
+# the character its ending starts with ([ for [[k]], : for "Score: k", # for "#### n",
+# constraint.ending): with groups that leave those characters out, a mask under such a shape costs 0.8
+# ms a step for 64 rows instead of 21 (measured for SmolLM2 in the session that added this).
+_ENDS = r"\[:#"
+SLICES = [
+    r"[\x20\x0A\x0D\x09]+",
+    rf'[^"\\\x00-\x1F\x7F{_ENDS}]{{1,10}}',
+    rf'[^"\\\x00-\x1F\x7F{_ENDS}]{{1,30}}',
+    rf'[^"\\\x00-\x1F\x7F{_ENDS}]+',
+]
 
 
 class RowMatchers:

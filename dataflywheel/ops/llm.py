@@ -19,7 +19,7 @@ Ops that read a next-token distribution instead of a reply (expected scores over
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 import pyarrow as pa
@@ -27,7 +27,18 @@ from pydantic import Field
 
 from dataflywheel.data import schema as S
 from dataflywheel.models.base import CHAT, Conversation, Sampling
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops.base import ModelRef, OpParams, Scorer
+
+Constrained = Literal["auto", "on", "off"]
+
+
+def ConstrainedField():
+    return Field(
+        "auto",
+        description="decode replies under the shape the op reads (structured generation): auto where the "
+        "model can enforce it, on = fail where it cannot, off = never; the parser checks every reply",
+    )
 
 
 class LLMParams(OpParams):
@@ -39,6 +50,7 @@ class LLMParams(OpParams):
     max_tokens: int = Field(256, ge=1, description="reply length in tokens at most")
     n: int = Field(1, ge=1, description="completions per prompt")
     seed: int | None = Field(None, description="sampling seed; the recipe's seed when unset")
+    constrained: Constrained = ConstrainedField()
 
 
 @dataclass
@@ -77,10 +89,24 @@ class LLMTask:
     def parse(self, reply: str, row: dict) -> dict | None:
         raise NotImplementedError
 
+    def shape(self) -> Constraint | None:
+        """The shape of the replies ``parse`` reads (a JSON schema, or a regex that leaves reasoning free
+        and fixes the ending), asked of the model with every request; None: free text."""
+        return None
+
+    def shaped(self, sampling: Sampling, shape: Constraint | None) -> Sampling:
+        """``sampling`` asking for ``shape`` as the op's ``constrained`` parameter says: auto sends it
+        (a model that cannot enforce it gets the plain request, counted), on requires it, off drops it."""
+        mode = getattr(self.params, "constrained", "auto")
+        if shape is None or mode == "off":
+            return sampling.model_copy(update={"constraint": None})
+        return sampling.model_copy(update={"constraint": shape.model_copy(update={"required": mode == "on"})})
+
     def sampling(self) -> Sampling:
         p = self.params
         seed = p.seed if getattr(p, "seed", None) is not None else self.ctx.seed
-        return Sampling(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, n=p.n, seed=seed)
+        plain = Sampling(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, n=p.n, seed=seed)
+        return self.shaped(plain, self.shape())
 
     def retry_sampling(self, k: int, **update) -> Sampling:
         """The sampling of the k-th batch of an ask repeated until enough replies pass (k = 0 first): its

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from dataflywheel.models.constraint import Constraint, ending
+
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 FRACTION = re.compile(NUMBER + r"\s*(?:/|out of)\s*" + NUMBER, re.IGNORECASE)
 LABELLED = re.compile(r"(?:score|rating|grade)\s*[:=]?\s*\**\s*" + NUMBER, re.IGNORECASE)
@@ -79,3 +81,47 @@ def json_object(text: str | None) -> dict | None:
         if isinstance(got, dict):
             return got
     return None
+
+
+# ---------------------------------------------------------------- the shapes these readers read
+# A shape leaves the reasoning free and fixes the ending (structured generation, models/constraint.py).
+# The free text is bounded at about 2 characters a token of the reply's budget, so the ending always fits
+# within max_tokens (SmolLM2 writes about 4 characters a token of English).
+RESERVE_TOKENS = 12
+
+
+def free_chars(max_tokens: int) -> int:
+    return max(0, 2 * (max_tokens - RESERVE_TOKENS))
+
+
+def integers(low: int, high: int) -> str:
+    """A regex alternation of the integers low..high, longest first ("10" before "1")."""
+    values = sorted((str(k) for k in range(int(low), int(high) + 1)), key=lambda v: (-len(v), v))
+    return "(" + "|".join(values) + ")"
+
+
+def bracketed_score_shape(low: int, high: int, max_tokens: int) -> Constraint:
+    """Free reasoning, then ``[[k]]`` (MT-Bench's single grading; ``parse_score`` reads it first)."""
+    return Constraint(regex=ending(rf"\[\[{integers(low, high)}\]\]", free_chars(max_tokens), avoid="["))
+
+
+def verdict_shape(max_tokens: int, letters: str = "ABC") -> Constraint:
+    """Free reasoning, then ``[[A]]``, ``[[B]]`` or ``[[C]]`` (MT-Bench's pairwise verdict)."""
+    return Constraint(regex=ending(rf"\[\[[{letters}]\]\]", free_chars(max_tokens), avoid="["))
+
+
+def labelled_score_shape(label: str, low: int, high: int, max_tokens: int) -> Constraint:
+    """Free reasoning without a colon, then ``Label: k`` (Self-Rewarding's "Score: k"): the label's colon
+    is the reply's first, so the reply ends with it."""
+    return Constraint(regex=ending(rf"{label}: {integers(low, high)}", free_chars(max_tokens), avoid=":"))
+
+
+def json_shape(properties: dict[str, dict], required: list[str] | None = None) -> Constraint:
+    """A JSON object of exactly ``properties`` (name -> JSON schema), all required unless named."""
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+    return Constraint(json_schema=schema)

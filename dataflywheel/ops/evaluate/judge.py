@@ -9,11 +9,12 @@ from pydantic import Field, model_validator
 from dataflywheel.data import schema as S
 from dataflywheel.evaluate.stats import bootstrap_ci
 from dataflywheel.models.base import CHAT, LOGPROBS, Sampling
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import ModelRef
 from dataflywheel.ops.evaluate.base import EvalParams, Evaluator, answers, eval_rows
-from dataflywheel.ops.llm import LLMTask
-from dataflywheel.ops.parsing import parse_score, parse_verdict
+from dataflywheel.ops.llm import Constrained, ConstrainedField, LLMTask
+from dataflywheel.ops.parsing import bracketed_score_shape, parse_score, parse_verdict, verdict_shape
 
 
 class JudgeParams(EvalParams):
@@ -30,6 +31,7 @@ class JudgeParams(EvalParams):
         "references (in a loop, policy@previous: the checkpoint the round started from)",
         default=None,
     )
+    constrained: Constrained = ConstrainedField()
     verdict: Literal["generate", "logprobs"] = Field(
         "generate",
         description='pairwise: read "[[A]]"/"[[B]]" from a generated reply, or the likelier of the letters '
@@ -81,8 +83,14 @@ class EvalJudge(LLMTask, Evaluator):
         judge = (CHAT, LOGPROBS) if self.params.verdict == "logprobs" else (CHAT,)
         return {"model": (CHAT,), "against": (CHAT,), "judge": judge}
 
+    def shape(self) -> Constraint | None:
+        """Free reasoning closed by ``[[k]]`` (single) or ``[[A]]``/``[[B]]``/``[[C]]`` (pairwise)."""
+        if self.params.mode == "single":
+            return bracketed_score_shape(1, 10, self.params.judge_max_tokens)
+        return verdict_shape(self.params.judge_max_tokens)
+
     def sampling(self) -> Sampling:
-        return Sampling(temperature=0.0, max_tokens=self.params.judge_max_tokens)
+        return self.shaped(Sampling(temperature=0.0, max_tokens=self.params.judge_max_tokens), self.shape())
 
     def prompt(self, row: dict) -> list[list[dict]] | None:
         q, a, ref = row["question"], row["answer"], row["reference"]

@@ -38,7 +38,7 @@ from dataflywheel.models.base import CHAT, LOGPROBS
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
-from dataflywheel.ops.parsing import expected_score
+from dataflywheel.ops.parsing import expected_score, labelled_score_shape
 
 _SCORE = re.compile(r"Score:\s*\**\s*([0-5](?:\.\d+)?)\b", re.IGNORECASE)
 
@@ -67,7 +67,10 @@ def judge_responses(op: LLMTask, items: list[tuple[str, str]], mode: str, judgem
         scores = [expected_score(lps, range(6)) if lps else None for lps in op.ask_options_of(convs, SCORES)]
         op.stats["unparsed"] += scores.count(None)
         return scores
-    sampling = op.sampling().model_copy(update={"n": judgements, "max_tokens": max_tokens})
+    sampling = op.shaped(
+        op.sampling().model_copy(update={"n": judgements, "max_tokens": max_tokens}),
+        labelled_score_shape("Score", 0, 5, max_tokens),
+    )
     scores = []
     for reply in op.ask_conversations(convs, judge_score, sampling):
         got = [v["score"] for v in reply.values]

@@ -1,13 +1,13 @@
-"""Self-Rewarding's data step with the real SmolLM2 (a smoke test): responses are sampled per prompt and
-judged; a 135M judge rarely ends on "Score: k" within 32 tokens, and every such judgement is counted as
-unparsed, never read as a score; a following dpo step then stops with a clear error instead of training on
-nothing."""
+"""Self-Rewarding's data step with the real SmolLM2: responses are sampled per prompt and judged under the
+"Score: k" shape (free justification, then the score line), every judgement is read, and the scores and
+pairs are recomputed from separate calls to the same model; and the loop with the expected-score judge."""
 
 import json
 
+import numpy as np
 import pytest
 
-from dataflywheel.errors import FlywheelError
+from dataflywheel.models.base import Sampling
 from tests.conftest import run_recipe
 
 
@@ -26,29 +26,47 @@ def recipe(tmp_path, steps: list[str], run: str = "run"):
 
 
 @pytest.mark.slow
-def test_self_reward_samples_judges_and_counts(tmp_path):
+def test_self_reward_reads_every_judgement_and_pairs_equal_separate_calls(tmp_path, smollm2):
+    from dataflywheel.ops.evolve.self_reward import judge_prompt, judge_score
+    from dataflywheel.ops.parsing import labelled_score_shape
+
     prompts = ["Name three primary colors.", "What is 12 times 3?", "Give a synonym for happy."]
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
-    step = "self_reward: {model: policy, n: 2, judgements: 2, max_tokens: 32, judge_max_tokens: 32}"
+    step = "self_reward: {model: policy, n: 2, judgements: 2, max_tokens: 24, judge_max_tokens: 48, seed: 7}"
     result, manifest = recipe(tmp_path, [step])
     out = [json.loads(x) for x in open(result.output_path)]
     counts = manifest["steps"][-1]["stats"]["counts"]
-    assert (
-        counts["requests"] == 3 + 3 * 2
-    )  # one sampling request per prompt, one judging request per response
-    unscored = 0
+    assert counts["requests"] == 3 + 3 * 2  # one sampling request per prompt, one judging per response
+    assert counts.get("unparsed", 0) == 0 and counts.get("failed", 0) == 0  # every judgement was read
+    assert len(out) == 3 and all(len(r["self_reward_responses"]) == 2 for r in out)
+    assert counts.get("pairs", 0) >= 1  # the defining step: preference pairs were built
+
+    # the judgements again, as the op asked them: one batch, n=2 seeded samples per response
+    flat = [(r, resp) for r in out for resp in r["self_reward_responses"]]
+    convs = [judge_prompt(r["messages"][0]["content"], resp, "generate") for r, resp in flat]
+    shaped = Sampling(
+        temperature=0.7,
+        top_p=0.9,
+        max_tokens=48,
+        n=2,
+        seed=7,
+        constraint=labelled_score_shape("Score", 0, 5, 48),
+    )
+    again = []
+    for reply in smollm2.chat(convs, shaped):
+        got = [judge_score(c.text) for c in reply.completions]
+        assert None not in got
+        again.append(float(np.mean([g["score"] for g in got])))
+    assert [s for r in out for s in r["self_reward_scores"]] == pytest.approx(again)
     for row in out:
-        assert len(row["self_reward_responses"]) == 2 and all(row["self_reward_responses"])
-        assert len(row["self_reward_scores"]) == 2
-        unscored += sum(s is None for s in row["self_reward_scores"])
-        if row["chosen"] is None:
-            assert row["error_self_reward"].startswith(("tie", "0 of 2", "1 of 2"))
-        else:
-            assert row["score_self_reward_margin"] > 0
-    assert counts["unparsed"] >= unscored  # an unscored response had only unreadable judgements
-    if not any(r["chosen"] for r in out):
-        with pytest.raises(FlywheelError, match="none of the 3 rows has a preference pair"):
-            recipe(tmp_path, [step, "dpo: {model: policy, output_model: p2, max_steps: 1}"], "run2")
+        scores, responses = row["self_reward_scores"], row["self_reward_responses"]
+        if scores[0] == scores[1]:
+            assert row["chosen"] is None and row["error_self_reward"].startswith("tie")
+            continue
+        best, worst = (0, 1) if scores[0] > scores[1] else (1, 0)
+        assert row["chosen"][0]["content"] == responses[best]
+        assert row["rejected"][0]["content"] == responses[worst]
+        assert row["score_self_reward_margin"] == pytest.approx(abs(scores[0] - scores[1]))
 
 
 @pytest.mark.slow
