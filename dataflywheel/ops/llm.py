@@ -151,6 +151,24 @@ class LLMTask:
         llm = self.ctx.model(model) if model else self.llm()
         return self._read(llm.chat(convs, sampling or self.sampling()), parse)
 
+    def ask_grouped(
+        self, convs: list[Conversation], parse, samplings: list[Sampling], model: str | None = None
+    ) -> list[Reply]:
+        """As ``ask_conversations``, each conversation under its own sampling (one shape per kind of
+        ask), asked in groups of equal sampling; replies in the conversations' order."""
+        parsers = parse if isinstance(parse, list) else [parse] * len(convs)
+        groups: dict[str, list[int]] = {}
+        for i, s in enumerate(samplings):
+            groups.setdefault(s.model_dump_json(), []).append(i)
+        out: list[Reply | None] = [None] * len(convs)
+        for members in groups.values():
+            replies = self.ask_conversations(
+                [convs[i] for i in members], [parsers[i] for i in members], samplings[members[0]], model
+            )
+            for i, reply in zip(members, replies, strict=True):
+                out[i] = reply
+        return out
+
     def sample_each(self, convs: list[Conversation], parse, sampling: Sampling) -> list[Reply]:
         """One sampled reply per conversation, where the same conversation may come more than once: the
         copies are asked once with ``n`` = their count, so each gets its own sample (asking the same

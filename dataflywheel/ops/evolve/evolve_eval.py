@@ -39,9 +39,11 @@ from dataflywheel.data import schema as S
 from dataflywheel.evaluate.tasks import gsm8k_answer, gsm8k_correct
 from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
+from dataflywheel.models.constraint import Constraint, ending
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
+from dataflywheel.ops.parsing import free_chars
 
 Operation = Literal[
     "paraphrase",
@@ -195,9 +197,10 @@ class EvolveEval(LLMTask, Generator):
             for (_, q, a), op in jobs
         ]
         parsers = [lambda t, op=op: _parse_new(t, op) for _, op in jobs]
+        shaped = [self.shaped(greedy, item_shape(op, p.max_tokens)) for _, op in jobs]
         made, probes = [], []
         for ((sid, context, answer), op), reply in zip(
-            jobs, self.ask_conversations(convs, parsers, greedy), strict=True
+            jobs, self.ask_grouped(convs, parsers, shaped), strict=True
         ):
             if not reply.values:
                 continue  # failed or unparsed: counted by the base
@@ -219,7 +222,7 @@ class EvolveEval(LLMTask, Generator):
                 for _, _, q, s in made
             ],
             parse_judgement,
-            greedy,
+            self.shaped(greedy, judgement_shape(p.max_tokens)),
             model=p.verifier,
         )
         for (sid, op, question, solution), verdict in zip(made, verdicts, strict=True):
@@ -247,7 +250,7 @@ class EvolveEval(LLMTask, Generator):
         options = self.ask_conversations(
             [_user(prompts.fill(ask_wrong, context=c, question=q, answer=a)) for _, _, c, q, a in probes],
             parse_wrong_option,
-            greedy,
+            self.shaped(greedy, Constraint(regex=rf"Wrong answer: [^\n]{{1,{free_chars(p.max_tokens)}}}")),
             model=p.option_model,
         )
         checked = []
@@ -262,7 +265,8 @@ class EvolveEval(LLMTask, Generator):
             for _, _, c, q, a, w in checked
             for answer in (a, w)
         ]
-        verdicts = self.ask_conversations(asks, parse_judgement, greedy, model=p.verifier)
+        judged = self.shaped(greedy, judgement_shape(p.max_tokens))
+        verdicts = self.ask_conversations(asks, parse_judgement, judged, model=p.verifier)
         for k, (sid, op, context, question, right, wrong) in enumerate(checked):
             on_right, on_wrong = verdicts[2 * k], verdicts[2 * k + 1]
             if not on_right.values or not on_wrong.values:
@@ -281,6 +285,25 @@ class EvolveEval(LLMTask, Generator):
                     "prompt_version": version,
                     S.PARENTS: [sid],
                 }
+
+
+def item_shape(op: str, max_tokens: int) -> Constraint:
+    """What a generator reply must look like for ``op`` (its ``_format``): "Question: ..." on one line,
+    then for probes a one-line "Answer: ...", for answer-changing operations "Answer: ... #### n"; the
+    parts share the reply's budget (``free_chars``)."""
+    room = free_chars(max_tokens)
+    if op in KEEPS_ANSWER:
+        return Constraint(regex=rf"Question: [^\n#]{{1,{max(1, room)}}}")
+    question, answer = max(1, room // 2), max(1, room - room // 2)
+    if op in PROBES:
+        return Constraint(regex=rf"Question: [^\n]{{1,{question}}}\nAnswer: [^\n]{{1,{answer}}}")
+    final = r" #### -?[0-9]{1,12}"
+    return Constraint(regex=rf"Question: [^\n#]{{1,{question}}}\nAnswer: [^#]{{1,{answer}}}{final}")
+
+
+def judgement_shape(max_tokens: int) -> Constraint:
+    """The verifier's own solution (free, without a colon), then its "Judgement: yes|no" line."""
+    return Constraint(regex=ending(r"\nJudgement: (yes|no)", free_chars(max_tokens), avoid=":"))
 
 
 def _format(op: str) -> str:

@@ -5,8 +5,9 @@ teacher.
 * ``check: self_consistency``: the drafter answers greedily and samples ``samples`` more answers; the
   draft is kept when the share of samples whose final answer (``extract``: the last number, the last
   line, or the whole text, normalized) equals the draft's reaches ``min_agreement``;
-* ``check: judge``: a judge model (default: the drafter) rates the draft 1-10 ("Rating: [[k]]"); the
-  draft is kept from ``min_score`` on.
+* ``check: judge``: a judge model (default: the drafter) rates the draft 1-10 ("Rating: [[k]]", asked as
+  free text closed by ``[[k]]`` where the judge can decode under a shape); the draft is kept from
+  ``min_score`` on.
 
 A row whose draft fails, whose check cannot be read (an unparsed rating is never a pass), or whose draft
 request failed goes to the teacher. Writes the answer as the final assistant turn (or ``output``),
@@ -29,7 +30,7 @@ from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper, ModelRef
 from dataflywheel.ops.core.generate import put_answers
 from dataflywheel.ops.llm import LLMParams, LLMTask, row_error, text_reply
-from dataflywheel.ops.parsing import parse_score
+from dataflywheel.ops.parsing import bracketed_score_shape, parse_score
 
 
 class Cascade(LLMTask, Mapper):
@@ -97,9 +98,8 @@ class Cascade(LLMTask, Mapper):
                 ]
                 for i in ok
             ]
-            grades = self.ask_conversations(
-                asks, _rating, Sampling(temperature=0.0, max_tokens=64), model=p.judge
-            )
+            rating = self.shaped(Sampling(temperature=0.0, max_tokens=64), bracketed_score_shape(1, 10, 64))
+            grades = self.ask_conversations(asks, _rating, rating, model=p.judge)
             self.stats["judge_calls"] += len(asks)
             for i, g in zip(ok, grades, strict=True):
                 checks[i] = g.values[0]["rating"] if g.values else None

@@ -1,6 +1,6 @@
-"""Benchmark Self-Evolving on GSM8K items with the real SmolLM2 as generator and verifier (a smoke test: a
-135M verifier rarely reaches a "Judgement:" line in 32 tokens). Every job is accounted for: kept,
-rejected, unverified, or an unparsed generation; the kept items name their seed and operation."""
+"""Benchmark Self-Evolving on GSM8K items with the real SmolLM2 as generator and verifier, constrained to the
+shapes the op reads ("Question: ... Answer: ... #### n", then the verifier's "Judgement: yes|no"): every
+generation and every verdict is read, and each kept item's verdict is recomputed with a separate call."""
 
 import json
 
@@ -10,7 +10,13 @@ from tests.conftest import run_recipe
 
 
 @pytest.mark.slow
-def test_evolve_eval_on_gsm8k(tmp_path, shared_data):
+def test_evolve_eval_on_gsm8k_reads_every_item_and_verdict(tmp_path, shared_data, smollm2):
+    from dataflywheel.evaluate.tasks import gsm8k_answer
+    from dataflywheel.models.base import Sampling
+    from dataflywheel.ops import prompts
+    from dataflywheel.ops.evolve import evolve_eval
+    from dataflywheel.ops.evolve.evolve_eval import judgement_shape, parse_judgement
+
     rows = [json.loads(x) for x in (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines()[:2]]
     with open(tmp_path / "eval.jsonl", "w") as f:
         for i, r in enumerate(rows):
@@ -24,7 +30,7 @@ def test_evolve_eval_on_gsm8k(tmp_path, shared_data):
         models: {lm: {backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}}
         steps:
           - evolve_eval: {model: lm, operations: [paraphrase, reverse_polarity], prefilter: false,
-                          max_tokens: 32}
+                          max_tokens: 48}
         output: {path: evolved.jsonl}
         """,
     )
@@ -32,11 +38,21 @@ def test_evolve_eval_on_gsm8k(tmp_path, shared_data):
     counts = manifest["steps"][-1]["stats"]["counts"]
     kept = sum(v for k, v in counts.items() if k.startswith("made:"))
     rejected = sum(v for k, v in counts.items() if k.startswith("rejected:"))
-    unparsed_generations = 4 - (kept + rejected + counts.get("unverified", 0))
-    assert len(made) == kept and 0 <= unparsed_generations <= counts.get("unparsed", 0)
-    assert counts["requests"] == 4 + (4 - unparsed_generations)  # 2 seeds x 2 operations, then verifications
+    # the defining steps happened for every job: 4 items generated and read, 4 verdicts read
+    assert counts.get("unparsed", 0) == 0 and counts.get("unverified", 0) == 0
+    assert kept + rejected == 4 and counts["requests"] == 4 + 4
+    assert len(made) == kept
+    template = prompts.load(evolve_eval.__file__, "evolve_eval_verify.txt")
     for r in made:
         assert r["parents"][0] in {"g0", "g1"} and r["evolve_op"] in {"paraphrase", "reverse_polarity"}
+        question, solution = r["messages"][0]["content"], r["messages"][1]["content"]
+        final = gsm8k_answer(solution)
+        assert final is not None  # every kept item has a final number
+        ask = prompts.fill(template, question=question, final=f"{final:g}")
+        (verdict,) = smollm2.chat(
+            [[{"role": "user", "content": ask}]], Sampling(max_tokens=48, constraint=judgement_shape(48))
+        )
+        assert parse_judgement(verdict.text) == {"ok": True}  # kept because its verifier said yes
 
 
 @pytest.mark.slow

@@ -80,3 +80,50 @@ def test_the_cascade_saves_teacher_calls_and_money(tmp_path):
     # quality: escalated rows are right; kept drafts are right unless SmolLM2 was consistently wrong
     assert correct(escalated) == len(escalated)
     assert counts["drafter_calls"] == 8  # 4 drafts, then one request of 2 samples for each
+    # the defining step: some drafts were kept, so the cascade saved teacher calls and money
+    assert counts["kept_drafts"] >= 1 and counts["teacher_calls"] < 4
+    assert stats["models"]["teacher"]["cost"] < all_cost
+
+
+@pytest.mark.slow
+def test_the_judge_check_reads_every_rating_and_keeps_exactly_the_drafts_rated_high_enough(tmp_path, smollm2):
+    from dataflywheel.models.base import Sampling
+    from dataflywheel.ops import prompts
+    from dataflywheel.ops.parsing import bracketed_score_shape, parse_score
+    from dataflywheel.ops.synthesize import cascade
+
+    server = ServerThread(
+        priced_teacher_app({q: f"The answer is {v}." for q, v in QUESTIONS.items()})
+    ).start()
+    try:
+        rows, stats = run(
+            tmp_path, "judged",
+            "cascade: {model: drafter, teacher: teacher, check: judge, min_score: 5, max_tokens: 24, "
+            "teacher_max_tokens: 32}",
+            server.url,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    counts = stats["counts"]
+    assert counts["judge_calls"] == 4 and counts.get("check_unread", 0) == 0  # every rating was read
+    # the ratings again, from separate calls: the drafts, then the judge under the same shape
+    drafts = smollm2.chat([[{"role": "user", "content": q}] for q in QUESTIONS], Sampling(max_tokens=24))
+    template = prompts.load(cascade.__file__, "cascade_judge.txt")
+    asks = [
+        [{"role": "user", "content": prompts.fill(template, question=q, answer=d.text.strip())}]
+        for q, d in zip(QUESTIONS, drafts, strict=True)
+    ]
+    shaped = Sampling(max_tokens=64, constraint=bracketed_score_shape(1, 10, 64))
+    ratings = [parse_score(r.text, 1, 10) for r in smollm2.chat(asks, shaped)]
+    by_question = {r["messages"][0]["content"]: r for r in rows}
+    for q, d, rating in zip(QUESTIONS, drafts, ratings, strict=True):
+        row = by_question[q]
+        assert row["cascade_check"] == rating
+        if rating >= 5:
+            assert row["cascade_source"] == "drafter" and row["messages"][-1]["content"] == d.text.strip()
+        else:
+            assert (
+                row["cascade_source"] == "teacher"
+                and row["messages"][-1]["content"] == f"The answer is {QUESTIONS[q]}."
+            )
+    assert counts["teacher_calls"] == sum(r < 5 for r in ratings)
