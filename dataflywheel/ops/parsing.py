@@ -125,3 +125,13 @@ def json_shape(properties: dict[str, dict], required: list[str] | None = None) -
         "additionalProperties": False,
     }
     return Constraint(json_schema=schema)
+
+
+def line_shape(max_tokens: int) -> Constraint:
+    """One line of text ("Write only the question", a one-line name or request)."""
+    return Constraint(regex=rf"[^\n]{{1,{max(1, free_chars(max_tokens))}}}")
+
+
+def final_number_shape(max_tokens: int) -> Constraint:
+    """Free working (no "#"), then GSM8K's final line "#### n": the last number is the answer."""
+    return Constraint(regex=ending(r"#### -?[0-9]{1,12}", free_chars(max_tokens), avoid="#"))

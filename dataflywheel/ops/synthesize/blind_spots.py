@@ -34,6 +34,7 @@ from dataflywheel.models.base import CHAT, EMBED, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
+from dataflywheel.ops.parsing import final_number_shape, line_shape
 
 
 class BlindSpots(LLMTask, Generator):
@@ -104,13 +105,17 @@ class BlindSpots(LLMTask, Generator):
                 asks.append([{"role": "user", "content": prompts.fill(template, examples=listing)}])
                 owners.append((c, shown))
         hot = Sampling(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=seed)
-        new = [(r.values[0]["text"] if r.values else None) for r in self.sample_each(asks, text_reply, hot)]
+        asked = self.sample_each(asks, text_reply, self.shaped(hot, line_shape(p.max_tokens)))
+        new = [(r.values[0]["text"] if r.values else None) for r in asked]
         self.stats["question_missing"] += sum(q is None for q in new)
         kept = [(q, owner) for q, owner in zip(new, owners, strict=True) if q is not None]
         # 4. verification: a greedy and a sampled answer must agree
         convs = [[{"role": "user", "content": q}] for q, _ in kept]
-        first = self.ask_conversations(convs, text_reply, Sampling(temperature=0.0, max_tokens=p.max_tokens))
-        second = self.ask_conversations(convs, text_reply, hot)
+        # answers that end in what ``extract`` reads (a "#### n" line for the last number)
+        answer_shape = final_number_shape(p.max_tokens) if p.extract == "last_number" else None
+        greedy_answer = self.shaped(Sampling(temperature=0.0, max_tokens=p.max_tokens), answer_shape)
+        first = self.ask_conversations(convs, text_reply, greedy_answer)
+        second = self.ask_conversations(convs, text_reply, self.shaped(hot, answer_shape))
         for (q, (c, shown)), a, b in zip(kept, first, second, strict=True):
             if not a.values or not b.values:
                 self.stats["answer_missing"] += 1

@@ -32,9 +32,11 @@ from pydantic import Field
 from dataflywheel.data import schema as S
 from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
 from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids, seed_texts, text_reply
+from dataflywheel.ops.parsing import free_chars, line_shape
 
 CATEGORIES = (
     "medical", "financial", "legal", "technical", "relationship", "educational", "emotional manipulation",
@@ -86,9 +88,10 @@ class DataAdvisor(LLMTask, Generator):
                 continue
             shown = [rng.sample(pool, min(p.exemplars, len(pool))) for _ in range(p.per_round)]
             convs = [self._query_prompt([q for q, _ in ex], issue) for ex in shown]
-            replies = self.sample_each(
-                convs, _first_line, hot.model_copy(update={"max_tokens": p.max_tokens})
+            one_line = self.shaped(
+                hot.model_copy(update={"max_tokens": p.max_tokens}), line_shape(p.max_tokens)
             )
+            replies = self.sample_each(convs, _first_line, one_line)
             made = []
             for ex, reply in zip(shown, replies, strict=True):
                 if reply.values:
@@ -124,7 +127,8 @@ class DataAdvisor(LLMTask, Generator):
 
     def _issue(self, summary: list[str], sampling: Sampling) -> str | None:
         text = prompts.fill(prompts.load(__file__, "advisor_weakness.txt"), summary=_listing(summary))
-        (reply,) = self.ask_conversations([[{"role": "user", "content": text}]], _first_line, sampling)
+        shaped = self.shaped(sampling, line_shape(sampling.max_tokens))
+        (reply,) = self.ask_conversations([[{"role": "user", "content": text}]], _first_line, shaped)
         if not reply.values:
             self.stats["issue_unread"] += 1
             return None
@@ -141,7 +145,10 @@ class DataAdvisor(LLMTask, Generator):
         text = prompts.fill(
             prompts.load(__file__, "advisor_summary.txt"), summary=_listing(summary), issue=issue
         )
-        sampling = Sampling(temperature=0.0, max_tokens=self.params.summary_max_tokens)
+        budget = self.params.summary_max_tokens
+        sampling = self.shaped(
+            Sampling(temperature=0.0, max_tokens=budget), summary_shape(len(summary), budget)
+        )
         (reply,) = self.ask_conversations([[{"role": "user", "content": text}]], _summary, sampling)
         if not reply.values:
             self.stats["summary_unread"] += 1
@@ -158,6 +165,16 @@ def parse_summary(text: str) -> list[str] | None:
     lines = [_BULLET.sub("", line).strip() for line in head.splitlines()]
     lines = [line for line in lines if line]
     return lines or None
+
+
+LINE_CHARS = 48  # "every line to five words or fewer"
+
+
+def summary_shape(lines: int, max_tokens: int) -> Constraint:
+    """The merged list: "- kind" lines (one more than before at most, as many as the budget holds at
+    about a token per 2 characters), then the closing "---"."""
+    room = max(1, min(lines + 1, (free_chars(max_tokens)) // (LINE_CHARS + 3)))
+    return Constraint(regex=rf"(- [^\n]{{1,{LINE_CHARS}}}\n){{1,{room}}}---")
 
 
 def _listing(lines: list[str]) -> str:

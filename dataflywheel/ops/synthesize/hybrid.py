@@ -33,6 +33,7 @@ from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, seed_texts, text_reply
+from dataflywheel.ops.parsing import line_shape
 
 Strategy = Literal["answer_augmentation", "question_rephrase", "new_question"]
 
@@ -126,7 +127,8 @@ class HybridGenerate(LLMTask, Generator):
         self, convs: list[list[dict]], parents: list[list[str]], sampling: Sampling
     ) -> list[tuple[str, list[str]]]:
         out = []
-        for reply, par in zip(self.sample_each(convs, text_reply, sampling), parents, strict=True):
+        one_line = self.shaped(sampling, line_shape(self.params.max_tokens))  # "Write only the question"
+        for reply, par in zip(self.sample_each(convs, text_reply, one_line), parents, strict=True):
             if reply.values:
                 out.append((reply.values[0]["text"], par))
             else:
