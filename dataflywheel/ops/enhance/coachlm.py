@@ -26,9 +26,11 @@ from pydantic import Field
 from dataflywheel.data import schema as S
 from dataflywheel.lib.edit import edit_distance
 from dataflywheel.models.base import CHAT, Sampling
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper, OpParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, row_error
+from dataflywheel.ops.parsing import free_chars
 
 _PAIR = re.compile(r"Instruction:\s*(?P<i>.+?)\s*Response:\s*(?P<r>.+)", re.DOTALL | re.IGNORECASE)
 _FOREIGN = re.compile(r"[^\u0000-\u024F\u2000-\u206F\u20A0-\u20CF\u2100-\u214F\u2190-\u21FF\u2200-\u22FF]")
@@ -113,6 +115,12 @@ class CoachLM(LLMTask, Mapper):
         raw = self.raw_pair(row)
         return None if raw is None else [{"role": "user", "content": f"{_meta()}\n\n{pair_text(*raw)}"}]
 
+    def shape(self) -> Constraint:
+        """ "Instruction: ..." then "Response: ...", the response given two thirds of the budget."""
+        room = free_chars(self.params.max_tokens)
+        instruction, response = max(1, room // 3), max(1, room - room // 3)
+        return Constraint(regex=rf"Instruction: [\s\S]{{1,{instruction}}}\nResponse: [\s\S]{{1,{response}}}")
+
     def parse(self, reply: str, row: dict) -> dict | None:
         got = parse_pair(post_process(reply))
         return None if got is None else {"instruction": got[0], "response": got[1]}
@@ -120,7 +128,9 @@ class CoachLM(LLMTask, Mapper):
     def map(self, batch: pa.Table) -> pa.Table:
         p = self.params
         rows = batch.to_pylist()
-        replies = self.ask(rows, Sampling(temperature=0.0, max_tokens=p.max_tokens))
+        replies = self.ask(
+            rows, self.shaped(Sampling(temperature=0.0, max_tokens=p.max_tokens), self.shape())
+        )
         new, errors = [], []
         for row, asked in zip(rows, replies, strict=True):
             conv = row[S.MESSAGES]

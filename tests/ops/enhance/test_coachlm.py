@@ -6,7 +6,7 @@ import pytest
 from dataflywheel.data import io
 from dataflywheel.data import schema as S
 from dataflywheel.lib.edit import edit_distance
-from dataflywheel.ops.enhance.coachlm import CoachLM, CoachPairs, pair_text, parse_pair, post_process
+from dataflywheel.ops.enhance.coachlm import CoachLM, CoachPairs, _meta, pair_text, parse_pair, post_process
 from tests.fakes import ScriptedBackend, context
 
 
@@ -119,7 +119,7 @@ def test_coachlm_trains_a_coach_on_alpaca_eval_pairs_and_revises_with_it(tmp_pat
         inputs: [{{path: pool.jsonl}}]
         models: {{coach: {{backend: hf, model: '{checkpoint}', device: cpu}}}}
         steps:
-          - coachlm: {{model: coach, max_tokens: 32}}
+          - coachlm: {{model: coach, max_tokens: 48}}
         """)
     )
     recipe, ops, problems = validate_file(tmp_path / "revise.yaml")
@@ -130,6 +130,23 @@ def test_coachlm_trains_a_coach_on_alpaca_eval_pairs_and_revises_with_it(tmp_pat
     assert len(out) == 3 and counts["requests"] == 3
     revised = [r for r in out if r["error_coachlm"] is None]
     assert len(revised) == counts.get("revised", 0)
+    # the defining step: every reply parsed back into a pair, and revisions replaced their rows
+    assert counts.get("unparsed", 0) == 0 and len(revised) + counts.get("too_long", 0) == 3
+    assert len(revised) >= 1
+    from dataflywheel.models.base import Sampling
+    from dataflywheel.models.hf import HFBackend
+
+    coach = HFBackend(str(checkpoint), device="cpu")
+    op = CoachLM({"model": "coach", "max_tokens": 48})
+    for r in revised:  # each revision again, from a separate call to the coach under the same shape
+        raw = (r["coach_raw"][0]["content"], r["coach_raw"][1]["content"])
+        ask = [{"role": "user", "content": f"{_meta()}\n\n{pair_text(*raw)}"}]
+        (reply,) = coach.chat([ask], Sampling(max_tokens=48, constraint=op.shape()))
+        instruction, response = parse_pair(post_process(reply.text))
+        assert r["messages"] == [
+            {"role": "user", "content": instruction},
+            {"role": "assistant", "content": response},
+        ]
     for r in out:  # raw rows are kept; revised ones parse back into one user and one assistant turn
         assert r["coach_raw"][0]["role"] == "user"
         if r["error_coachlm"] is None:
