@@ -135,3 +135,14 @@ def line_shape(max_tokens: int) -> Constraint:
 def final_number_shape(max_tokens: int) -> Constraint:
     """Free working (no "#"), then GSM8K's final line "#### n": the last number is the answer."""
     return Constraint(regex=ending(r"#### -?[0-9]{1,12}", free_chars(max_tokens), avoid="#"))
+
+
+def problem_shape(max_tokens: int) -> Constraint:
+    """A new math word problem, "Question: ..." on one line (starting with a letter or digit), then
+    "Answer: <working> #### n"; question and answer share the budget."""
+    room = free_chars(max_tokens)
+    question, answer = max(1, room // 2), max(1, room - room // 2)
+    final = r" #### -?[0-9]{1,12}"
+    return Constraint(
+        regex=rf"Question: [A-Za-z0-9][^\n#]{{0,{question}}}\nAnswer: [^#]{{1,{answer}}}{final}"
+    )

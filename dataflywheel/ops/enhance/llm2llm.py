@@ -36,6 +36,7 @@ from dataflywheel.models.base import CHAT, Sampling
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
+from dataflywheel.ops.parsing import problem_shape
 
 BANNED = (
     "image",
@@ -122,7 +123,8 @@ class LLM2LLM(LLMTask, Generator):
         hot = Sampling(
             temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=seed + self.ctx.iteration
         )
-        for (sid, _, _), reply in zip(wrong, self.ask_conversations(convs, _problem, hot), strict=True):
+        asked = self.ask_conversations(convs, _problem, self.shaped(hot, problem_shape(p.max_tokens)))
+        for (sid, _, _), reply in zip(wrong, asked, strict=True):
             if not reply.values:
                 self.stats["problem_unread"] += reply.error is None
                 continue

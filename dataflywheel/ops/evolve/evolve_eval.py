@@ -43,7 +43,7 @@ from dataflywheel.models.constraint import Constraint, ending
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
-from dataflywheel.ops.parsing import free_chars
+from dataflywheel.ops.parsing import free_chars, problem_shape
 
 Operation = Literal[
     "paraphrase",
@@ -294,11 +294,10 @@ def item_shape(op: str, max_tokens: int) -> Constraint:
     room = free_chars(max_tokens)
     if op in KEEPS_ANSWER:
         return Constraint(regex=rf"Question: [^\n#]{{1,{max(1, room)}}}")
-    question, answer = max(1, room // 2), max(1, room - room // 2)
     if op in PROBES:
+        question, answer = max(1, room // 2), max(1, room - room // 2)
         return Constraint(regex=rf"Question: [^\n]{{1,{question}}}\nAnswer: [^\n]{{1,{answer}}}")
-    final = r" #### -?[0-9]{1,12}"
-    return Constraint(regex=rf"Question: [^\n#]{{1,{question}}}\nAnswer: [^#]{{1,{answer}}}{final}")
+    return problem_shape(max_tokens)
 
 
 def judgement_shape(max_tokens: int) -> Constraint:

@@ -32,7 +32,7 @@ def test_llm2llm_loop_on_gsm8k(tmp_path, shared_data):
               steps:
                 - sft: {model: base, output_model: student, max_steps: 1, batch_size: 2, lora_r: 4,
                         warmup_ratio: 0}
-                - llm2llm: {model: base, student: student, max_tokens: 32, student_max_tokens: 32}
+                - llm2llm: {model: base, student: student, max_tokens: 64, student_max_tokens: 32}
                 - eval_accuracy: {model: student, data: heldout.jsonl, task: gsm8k, max_tokens: 32}
         """)
     )
@@ -45,10 +45,20 @@ def test_llm2llm_loop_on_gsm8k(tmp_path, shared_data):
     for s in steps:  # every round asks about the 4 seeds only, never the rows it added
         assert s["stats"]["counts"]["seeds"] == 4
     added = [s["stats"]["counts"].get("problems_added", 0) for s in steps]
+    for s in steps:  # the defining step: a new problem for every seed the student got wrong, each read
+        counts = s["stats"]["counts"]
+        assert counts["seeds_wrong"] >= 1 and counts.get("problem_unread", 0) == 0
+        assert counts["problems_added"] == counts["seeds_wrong"]
     assert steps[0]["rows_out"] == 4 + added[0] and steps[1]["rows_out"] == 4 + added[0] + added[1]
     rows = [json.loads(line) for line in open(result.output_path)]
     seeds = {r["id"] for r in rows if not r["parents"]}
     assert len(seeds) == 4 and all(set(r["parents"]) <= seeds for r in rows)
+    made = [r for r in rows if r["parents"]]
+    assert len(made) == sum(added)
+    for r in made:  # each new problem as the parser reads it: a clean question, an answer ending "#### n"
+        question, answer = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert question[0].isalnum() and "\n" not in question
+        assert answer.rsplit("####", 1)[1].strip().lstrip("-").isdigit()
     curve = next(s for s in manifest["steps"] if s["op"] == "loop")["stats"]["curve"]
     assert [c["rows"] for c in curve] == [steps[0]["rows_out"], steps[1]["rows_out"]]
     assert all("eval_accuracy.accuracy" in c for c in curve)
