@@ -33,9 +33,11 @@ from pydantic import Field
 from dataflywheel.data import schema as S
 from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids, seed_texts, text_reply
+from dataflywheel.ops.parsing import free_chars, line_shape
 
 STYLES = (
     "a direct question",
@@ -104,11 +106,15 @@ class KnowledgeGuided(LLMTask, Generator):
             domains.append((sid, text))
         # 1. the tree: topics of each domain, then tags of each topic
         topic_lists = self._lists(
-            [self._fill("topics", count=str(p.topics), domain=d) for _, d in domains], p.topics, hot
+            [self._fill("topics", count=str(p.topics), domain=d) for _, d in domains],
+            p.topics,
+            self.shaped(hot, list_shape(p.topics, p.max_tokens)),
         )
         branches = [(sid, d, t) for (sid, d), ts in zip(domains, topic_lists, strict=True) for t in ts]
         tag_lists = self._lists(
-            [self._fill("tags", count=str(p.tags), topic=t, domain=d) for _, d, t in branches], p.tags, hot
+            [self._fill("tags", count=str(p.tags), topic=t, domain=d) for _, d, t in branches],
+            p.tags,
+            self.shaped(hot, list_shape(p.tags, p.max_tokens)),
         )
         items = []
         for (sid, d, t), tags in zip(branches, tag_lists, strict=True):
@@ -124,7 +130,8 @@ class KnowledgeGuided(LLMTask, Generator):
             )
             for i in items
         ]
-        for item, reply in zip(items, self.sample_each(convs, text_reply, hot), strict=True):
+        one_line = self.shaped(hot, line_shape(p.max_tokens))
+        for item, reply in zip(items, self.sample_each(convs, text_reply, one_line), strict=True):
             item.question = reply.values[0]["text"] if reply.values else None
         items = self._keep(items, "question", "question_missing")
         # 3. answers, 4. review and rewrite
@@ -135,7 +142,10 @@ class KnowledgeGuided(LLMTask, Generator):
         items = self._keep(items, "answer", "answer_missing")
         for _ in range(p.refine_rounds):
             convs = [self._fill("critique", question=i.question, answer=i.answer) for i in items]
-            for item, reply in zip(items, self.ask_conversations(convs, _review, greedy), strict=True):
+            reviewed = self.ask_conversations(
+                convs, _review, self.shaped(greedy, review_shape(p.answer_max_tokens))
+            )
+            for item, reply in zip(items, reviewed, strict=True):
                 item.critique = reply.values[0]["text"] if reply.values else None
             unrefined = [i for i in items if i.critique is None]
             items = self._keep(items, "critique", "critique_unread")
@@ -189,6 +199,24 @@ class KnowledgeGuided(LLMTask, Generator):
         kept = [i for i in items if getattr(i, field) is not None]
         self.stats[reason] += len(items) - len(kept)
         return kept
+
+
+ITEM_CHARS = 48  # "a few words each"
+
+
+def list_shape(count: int, max_tokens: int) -> Constraint:
+    """Exactly ``count`` lines of a few words, each starting with a letter (no numbering)."""
+    width = max(1, min(ITEM_CHARS, free_chars(max_tokens) // count - 1))
+    line = rf"[A-Za-z][^\n]{{0,{width - 1}}}"
+    return Constraint(regex=rf"({line}\n){{{count - 1}}}{line}")
+
+
+def review_shape(max_tokens: int) -> Constraint:
+    """The review's three parts, one line each, in order."""
+    part = max(1, free_chars(max_tokens) // 3 - 16)
+    return Constraint(
+        regex=rf"Strengths: [^\n]{{1,{part}}}\nWeaknesses: [^\n]{{1,{part}}}\nImprovements: [^\n]{{1,{part}}}"
+    )
 
 
 def parse_items(text: str) -> list[str]:

@@ -30,26 +30,37 @@ def answer(smollm2, question: str) -> str:
 
 
 @pytest.mark.slow
-def test_knowledge_guided_on_smollm2(smollm2):
-    # SmolLM2 rarely writes a review with all three parts within 32 tokens: keep_unrefined keeps those
-    # questions with their drafts, so the drafts can be checked against SmolLM2 asked directly
+def test_knowledge_guided_on_smollm2_reviews_and_refines_every_answer(smollm2):
+    from dataflywheel.ops import prompts
+    from dataflywheel.ops.synthesize import knowledge_guided
+
     op = KnowledgeGuided(
-        {"model": "m", "topics": 2, "tags": 2, "max_tokens": 32, "answer_max_tokens": 32, "seed": 1,
-         "keep_unrefined": True},
+        {"model": "m", "topics": 2, "tags": 2, "max_tokens": 32, "answer_max_tokens": 48, "seed": 1},
         ctx=ctx(smollm2),
-    )  # fmt: skip
+    )
     rows = list(op.generate(seeds(["Astronomy"])))
     st = op.stats
-    assert st["tree_topics"] >= 1 and 1 <= st["tree_tags"] <= 4
-    answered = st["tree_tags"] - st["question_missing"] - st["answer_missing"]
-    assert len(rows) == answered >= 1  # refined, or kept with the draft when the review failed
-    assert st["questions"] == len(rows)
-    assert st["kept_unrefined"] == st["critique_unread"] + st["refined_answer_missing"]
+    # the defining steps, for every branch: lists read, questions written, every answer reviewed in its
+    # three parts and rewritten
+    assert st["tree_topics"] == 2 and st["list_unread"] == 0
+    assert st["question_missing"] == 0 and st["answer_missing"] == 0
+    assert st["critique_unread"] == 0 and st["refined_answer_missing"] == 0
+    assert len(rows) == st["questions"] == st["tree_tags"] >= 2
+    refine = prompts.load(knowledge_guided.__file__, "condor_refine.txt")
     for r in rows:
-        assert r["kg_domain"] == "Astronomy" and r["kg_tag"]
-        assert r["kg_draft"] == answer(smollm2, r[S.MESSAGES][0]["content"])
-        if r["kg_critique"] is None:
-            assert r[S.MESSAGES][1]["content"] == r["kg_draft"]
+        assert r["kg_domain"] == "Astronomy" and r["kg_tag"] and "\n" not in r[S.MESSAGES][0]["content"]
+        assert r["kg_critique"].startswith("Strengths: ") and "\nImprovements: " in r["kg_critique"]
+        question = r[S.MESSAGES][0]["content"]
+        draft = answer48(smollm2, question)
+        assert r["kg_draft"] == draft
+        # the refined answer again, from a separate call with the same review
+        ask = prompts.fill(refine, question=question, answer=draft, critique=r["kg_critique"])
+        assert r[S.MESSAGES][1]["content"] == answer48(smollm2, ask)
+
+
+def answer48(smollm2, question: str) -> str:
+    (r,) = smollm2.chat([[{"role": "user", "content": question}]], Sampling(max_tokens=48))
+    return r.text.strip()
 
 
 @pytest.mark.slow
