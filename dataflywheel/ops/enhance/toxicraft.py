@@ -34,11 +34,12 @@ from pydantic import Field
 from dataflywheel.data import schema as S
 from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
 from dataflywheel.ops.enhance.rebalance import parse_example
 from dataflywheel.ops.llm import LLMParams, LLMTask
-from dataflywheel.ops.parsing import json_object
+from dataflywheel.ops.parsing import json_object, json_shape
 
 ATTRIBUTES = ("category", "target", "tone", "explicitness", "context")
 
@@ -66,6 +67,16 @@ def parse_attributes(text: str, keys: list[str]) -> dict | None:
             return None
         out[k] = str(v).strip()[:200]
     return out
+
+
+def attributes_shape(keys: list[str]) -> Constraint:
+    """A JSON object of every attribute as a short string (about 15 tokens each, within the budget)."""
+    return json_shape({k: {"type": "string", "minLength": 1, "maxLength": 60} for k in keys})
+
+
+def check_shape(labels: list[str]) -> Constraint:
+    """The check's JSON verdict: one of the labels, and whether the post reads as realistic."""
+    return json_shape({"label": {"enum": list(labels)}, "realistic": {"enum": ["yes", "no"]}})
 
 
 def parse_check(text: str, labels: list[str]) -> dict | None:
@@ -126,7 +137,9 @@ class ToxiCraft(LLMTask, Generator):
         replies = self.ask_conversations(
             [_user(attributes_prompt(t, keys)) for _, t, _ in rows],
             lambda t: parse_attributes(t, keys),
-            Sampling(temperature=0.0, max_tokens=max(64, 24 * len(keys))),
+            self.shaped(
+                Sampling(temperature=0.0, max_tokens=max(64, 24 * len(keys))), attributes_shape(keys)
+            ),
         )
         described = {}
         for (sid, _, _), reply in zip(rows, replies, strict=True):
@@ -210,9 +223,8 @@ class ToxiCraft(LLMTask, Generator):
         convs = [
             _user(prompts.fill(_prompt("check"), labels=", ".join(labels), text=text)) for _, text in fresh
         ]
-        replies = self.ask_conversations(
-            convs, lambda t: parse_check(t, labels), Sampling(temperature=0.0, max_tokens=48)
-        )
+        verdict = self.shaped(Sampling(temperature=0.0, max_tokens=48), check_shape(labels))
+        replies = self.ask_conversations(convs, lambda t: parse_check(t, labels), verdict)
         out = []
         for reply in replies:
             got = reply.values[0] if reply.values else None

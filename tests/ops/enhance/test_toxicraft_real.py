@@ -1,4 +1,5 @@
-"""ToxiCraft through the engine with the real SmolLM2, on placeholder seeds: posts written from attributes of
+"""ToxiCraft through the engine with the real SmolLM2, on placeholder seeds, its attribute and check replies
+constrained to their JSON shapes: every reply is read; posts are written from attributes of
 seeds of their own label (recomputed by separate calls), and every post the check keeps passes the check
 asked again."""
 
@@ -8,7 +9,14 @@ import pytest
 
 from dataflywheel.models.base import Sampling
 from dataflywheel.ops import prompts
-from dataflywheel.ops.enhance.toxicraft import _prompt, attributes_prompt, parse_attributes, parse_check
+from dataflywheel.ops.enhance.toxicraft import (
+    _prompt,
+    attributes_prompt,
+    attributes_shape,
+    check_shape,
+    parse_attributes,
+    parse_check,
+)
 from tests.conftest import run_recipe
 
 SEEDS = [
@@ -21,7 +29,7 @@ KEYS = ["category", "tone"]
 
 
 def run(folder, name: str, check: bool):
-    result, _ = run_recipe(
+    result, manifest = run_recipe(
         folder,
         f"""
         version: 1
@@ -36,7 +44,8 @@ def run(folder, name: str, check: bool):
         name=name,
         run=name,
     )
-    return [json.loads(x) for x in open(result.output_path)]
+    rows = [json.loads(x) for x in open(result.output_path)]
+    return rows, manifest["steps"][-1]["stats"]["counts"]
 
 
 @pytest.mark.slow
@@ -44,15 +53,21 @@ def test_toxicraft_writes_posts_from_recombined_attributes(tmp_path, smollm2):
     with open(tmp_path / "seeds.jsonl", "w") as f:
         for sid, text, label in SEEDS:
             f.write(json.dumps({"id": sid, "instruction": text, "tag_tox": label}) + "\n")
-    unchecked = run(tmp_path, "unchecked", check=False)
-    checked = run(tmp_path, "checked", check=True)
-    # the attributes of each seed, recomputed by a separate greedy call
+    unchecked, _ = run(tmp_path, "unchecked", check=False)
+    checked, counts = run(tmp_path, "checked", check=True)
+    # the defining steps: every seed's attributes read, every written post's check read
+    assert counts.get("attributes_unparsed", 0) == 0 and counts.get("check_unparsed", 0) == 0
+    checks = sum(counts.get(k, 0) for k in ("label_changed", "unrealistic")) + len(checked)
+    assert checks >= 1  # posts were written and checked
+    # the attributes of each seed, recomputed by a separate greedy call under the same shape
     described = {}
     for sid, text, _ in SEEDS:
         (reply,) = smollm2.chat(
-            [[{"role": "user", "content": attributes_prompt(text, KEYS)}]], Sampling(max_tokens=64)
+            [[{"role": "user", "content": attributes_prompt(text, KEYS)}]],
+            Sampling(max_tokens=64, constraint=attributes_shape(KEYS)),
         )
         described[sid] = parse_attributes(reply.text, KEYS)
+        assert described[sid] is not None
     label_of = {sid: label for sid, _, label in SEEDS}
     assert unchecked, "SmolLM2 writes at least one post that is not cut off"
     for r in unchecked + checked:
@@ -64,5 +79,6 @@ def test_toxicraft_writes_posts_from_recombined_attributes(tmp_path, smollm2):
         assert all(label_of[p] == label for p in r["parents"])
     for r in checked:  # a kept post passes the same check asked again, separately
         ask = prompts.fill(_prompt("check"), labels="benign, harmful", text=r["messages"][0]["content"])
-        (reply,) = smollm2.chat([[{"role": "user", "content": ask}]], Sampling(max_tokens=48))
+        shaped = Sampling(max_tokens=48, constraint=check_shape(["benign", "harmful"]))
+        (reply,) = smollm2.chat([[{"role": "user", "content": ask}]], shaped)
         assert parse_check(reply.text, ["benign", "harmful"]) == {"label": r["tag_tox"], "realistic": True}
