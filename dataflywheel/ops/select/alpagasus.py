@@ -7,9 +7,10 @@ from pydantic import Field
 
 from dataflywheel.data import schema as S
 from dataflywheel.models.base import CHAT, LOGPROBS
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.llm import LLMParams, LLMScorer
-from dataflywheel.ops.parsing import expected_score, parse_score
+from dataflywheel.ops.parsing import expected_score, free_chars, parse_score
 
 OPTIONS = [str(k) for k in range(6)]
 
@@ -46,6 +47,13 @@ class AlpaGasusScorer(LLMScorer):
         instruction = S.prompt_text(conv)
         text = prompts.fill(template, instruction=instruction, response=S.last_turn(conv, "assistant") or "")
         return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+
+    def shape(self) -> Constraint | None:
+        """The score alone on the first line (0-5, halves allowed), then the free explanation."""
+        if self.params.mode != "generate":
+            return None
+        room = free_chars(self.params.max_tokens)
+        return Constraint(regex=rf"[0-5](\.5)?(\n[\s\S]{{0,{room}}})?")
 
     def parse(self, reply: str, row: dict) -> dict | None:
         value = parse_score(reply, 0, 5)

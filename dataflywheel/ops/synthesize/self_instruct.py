@@ -37,9 +37,11 @@ from dataflywheel.data.formats import ALPACA_JOIN
 from dataflywheel.hashing import digest
 from dataflywheel.lib.rouge import RougePool, rouge_tokens
 from dataflywheel.models.base import CHAT, Sampling
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids
+from dataflywheel.ops.parsing import free_chars
 
 BANNED_WORDS = (
     "image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
@@ -105,9 +107,8 @@ class SelfInstruct(LLMTask, Generator):
                 seed=base_seed + r, stop=[f"\n{p.prompt_tasks + 8}."],
             )  # fmt: skip
             new: list[_Task] = []
-            for reply, parents in zip(
-                self.ask_conversations(convs, _tasks_or_none, sampling), shown, strict=True
-            ):
+            listed = self.ask_conversations(convs, _tasks_or_none, self.shaped(sampling, TASK_LIST))
+            for reply, parents in zip(listed, shown, strict=True):
                 if reply.error is not None:
                     continue
                 for finish, got in zip(reply.finishes, reply.parsed, strict=True):
@@ -148,7 +149,7 @@ class SelfInstruct(LLMTask, Generator):
         convs = [
             [{"role": "user", "content": prompts.fill(template, instruction=t.instruction)}] for t in tasks
         ]
-        sampling = Sampling(temperature=0.0, max_tokens=3)
+        sampling = self.shaped(Sampling(temperature=0.0, max_tokens=3), Constraint(choice=["Yes", "No"]))
         for task, reply in zip(tasks, self.ask_conversations(convs, _yes_no, sampling), strict=True):
             got = reply.values
             task.is_classification = got[0]["yes"] if got else None
@@ -166,7 +167,9 @@ class SelfInstruct(LLMTask, Generator):
             convs.append([{"role": "user", "content": text}])
             readers.append(_labelled_or_none if t.is_classification else _instances_or_none)
         sampling = Sampling(temperature=0.0, max_tokens=p.instance_max_tokens, stop=["\nTask:"])
-        for task, reply in zip(tasks, self.ask_conversations(convs, readers, sampling), strict=True):
+        shapes = instance_shapes(p.instance_max_tokens)
+        samplings = [self.shaped(sampling, shapes[bool(t.is_classification)]) for t in tasks]
+        for task, reply in zip(tasks, self.ask_grouped(convs, readers, samplings), strict=True):
             got = reply.values
             if not got:
                 self.stats["instances_unread"] += 1
@@ -244,6 +247,24 @@ class _Bootstrap:
         self.pool.add(inst, tokens)
         self.machine.append((inst, parents))
         return _Task(inst, parents, nearest)
+
+
+# The continued list: numbered lines only, from the first character (no preamble becomes a task).
+TASK_LINE = r"[0-9]{1,3}\. [A-Za-z][^\n]{2,300}"
+TASK_LIST = Constraint(regex=rf"({TASK_LINE}\n)*{TASK_LINE}")
+
+
+def instance_shapes(max_tokens: int) -> dict[bool, Constraint]:
+    """The instance formats of the two prompts (classification: output first), by is_classification.
+    Input-first: an optional one-line "Input:", then "Output:" (free, it may span lines). Output-first:
+    "Class label: L" with an optional "Input:" line, up to four of them."""
+    room = free_chars(max_tokens)
+    line = max(1, room // 3)
+    labelled = rf"Class label: [^\n]{{1,60}}(\nInput: [^\n]{{1,{line}}})?"
+    return {
+        False: Constraint(regex=rf"(Input: [^\n]{{1,{line}}}\n)?Output: [\s\S]{{1,{max(1, room - line)}}}"),
+        True: Constraint(regex=rf"{labelled}(\n{labelled}){{0,3}}"),
+    }
 
 
 def parse_task_list(reply: str) -> list[str]:

@@ -61,6 +61,8 @@ def test_self_instruct_on_smollm2_keeps_the_bound_names_parents_and_resumes(tmp_
     step = next((tmp_path / "run" / "steps").glob("01-self_instruct-*"))
     stats = json.loads((tmp_path / "run" / "manifest.json").read_text())["steps"][1]["stats"]["counts"]
     assert stats["requests"] >= 12 and stats["instructions_kept"] >= 1
+    # every task list and every instance reply was read (numbered lines; "Input:"/"Output:")
+    assert stats.get("unparsed", 0) == 0 and stats.get("instances_unread", 0) == 0
 
     # killed while generating from the second seed shard: only that shard is made again, identically
     kept_mtime = (step / "shard-00000.parquet").stat().st_mtime_ns
