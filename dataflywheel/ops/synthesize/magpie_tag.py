@@ -10,9 +10,10 @@ import pyarrow as pa
 from pydantic import Field
 
 from dataflywheel.data import schema as S
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.llm import LLMParams, LLMScorer
-from dataflywheel.ops.parsing import OBJECT, json_object
+from dataflywheel.ops.parsing import OBJECT, free_chars, json_object, json_shape
 
 LABELS: dict[str, tuple[str, tuple[str, ...]]] = {
     # tag -> (the JSON field the grader answers in, its labels in increasing order)
@@ -60,6 +61,14 @@ class MagpieTag(LLMScorer):
             return None
         template = prompts.load(__file__, f"magpie_tag_{PROMPT[self.params.tag]}.txt")
         return [{"role": "user", "content": prompts.fill(template, query=query)}]
+
+    def shape(self) -> Constraint:
+        """The prompt's JSON object: free-text fields first (bounded to fit), the label from the list."""
+        field, labels = LABELS[self.params.tag]
+        text = {"type": "string", "maxLength": max(1, free_chars(self.params.max_tokens) // 3)}
+        before = {"input_quality": ["explanation"], "difficulty": ["intent", "knowledge"]}
+        properties = {k: text for k in before.get(self.params.tag, [])}
+        return json_shape({**properties, field: {"enum": list(labels)}})
 
     def parse(self, reply: str, row: dict) -> dict | None:
         label = read_label(reply, self.params.tag)

@@ -25,7 +25,7 @@ def test_magpie_on_smollm2(tmp_path, smollm2):
         models: {m: {backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}}
         steps:
           - magpie: {model: m, per_seed: 2, max_tokens: 32, response_max_tokens: 32, seed: 3}
-          - magpie_tag: {model: m, tag: difficulty, max_tokens: 32}
+          - magpie_tag: {model: m, tag: difficulty, max_tokens: 48}
         """)
     )
     recipe, ops, problems = validate_file(tmp_path / "r.yaml")
@@ -56,3 +56,5 @@ def test_magpie_on_smollm2(tmp_path, smollm2):
     assert tag_counts["unparsed"] + tag_counts.get("failed", 0) == sum(
         r["tag_difficulty"] is None for r in rows
     )
+    # constrained to the prompt's JSON object, every grader reply is read: each row has its label
+    assert tag_counts["unparsed"] == 0 and all(r["tag_difficulty"] is not None for r in rows)
