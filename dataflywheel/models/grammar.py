@@ -90,19 +90,19 @@ class RowMatchers:
         bits = np.unpackbits(mask.view(np.uint8), axis=1, bitorder="little")
         return bits[:, : self.vocab].astype(bool)
 
-    def apply(self, logits, rows: list[int] | None = None) -> None:
-        """Set the disallowed tokens' logits to -inf, in place (``logits``: (rows, vocab), a torch tensor;
-        ``rows`` picks which matchers the logits' rows are, default all in order)."""
+    def apply(self, logits, rows: list[int] | None = None):
+        """``logits`` ((rows, vocab), a torch tensor) with the disallowed tokens at -inf, as a new tensor:
+        the model's own logits stay as they were, so log-probabilities of generated tokens are the
+        model's, as vLLM reports them (``rows``: which matchers the logits' rows are, default all)."""
         import torch
 
         allowed = self.allowed()
         if rows is not None:
             allowed = allowed[rows]
-        block = torch.from_numpy(~allowed).to(logits.device)
+        block = torch.ones(logits.shape, dtype=torch.bool)  # LM-head rows past the vocabulary: never
         vocab = min(self.vocab, logits.shape[-1])
-        logits[:, :vocab].masked_fill_(block[:, :vocab], float("-inf"))
-        if logits.shape[-1] > self.vocab:  # padding rows of the LM head: never a token
-            logits[:, self.vocab :] = float("-inf")
+        block[:, :vocab] = torch.from_numpy(~allowed[:, :vocab])
+        return logits.masked_fill(block.to(logits.device), float("-inf"))
 
 
 _EXEC = None
@@ -125,8 +125,7 @@ class GrammarLogits:
     def __call__(self, input_ids, scores):
         if input_ids.shape[1] > self.width:
             self.matchers.consume(input_ids[:, -1].tolist())
-        self.matchers.apply(scores)
-        return scores
+        return self.matchers.apply(scores)
 
     def complete_after(self, new) -> list[bool]:
         """After generation (``new``: the generated tokens, (rows, steps)): each row's grammar complete

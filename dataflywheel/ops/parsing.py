@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from dataflywheel.models.constraint import Constraint, ending
+from dataflywheel.models.constraint import Constraint, ending, escape
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 FRACTION = re.compile(NUMBER + r"\s*(?:/|out of)\s*" + NUMBER, re.IGNORECASE)
@@ -146,3 +146,11 @@ def problem_shape(max_tokens: int) -> Constraint:
     return Constraint(
         regex=rf"Question: [A-Za-z0-9][^\n#]{{0,{question}}}\nAnswer: [^#]{{1,{answer}}}{final}"
     )
+
+
+def letter_shape(letters: str, max_tokens: int, reasoning: bool) -> Constraint:
+    """An option letter on an "Answer: X" line: alone, or after free reasoning without a colon."""
+    final = rf"Answer: [{escape(letters)}]"
+    if not reasoning:
+        return Constraint(regex=final)
+    return Constraint(regex=ending(rf"\n{final}", free_chars(max_tokens), avoid=":"))

@@ -248,7 +248,7 @@ class Decoder:
     def _choose(self, rows: list[_Row], logits) -> None:
         """Each row's next token under its request's options, then every finished row leaves."""
         torch = self.torch
-        logits = logits.float()
+        raw = logits = logits.float()  # log-probabilities are the model's own, as in process
         constrained: dict[int, list[int]] = {}  # handle -> positions of its rows in ``rows``
         for i, r in enumerate(rows):
             if r.handle.matchers is not None:
@@ -256,9 +256,8 @@ class Decoder:
         if constrained:  # a normal tensor: the forward pass's output may not be changed in place
             logits = logits.clone()
         for positions in constrained.values():  # disallowed tokens to -inf before picking
-            picked = logits[positions]  # a copy (advanced indexing): masked, then written back
-            rows[positions[0]].handle.matchers.apply(picked, [rows[i].index for i in positions])
-            logits[positions] = picked
+            matchers = rows[positions[0]].handle.matchers
+            logits[positions] = matchers.apply(logits[positions], [rows[i].index for i in positions])
         chosen = logits.argmax(-1)
         sampled = [i for i, r in enumerate(rows) if r.handle.sampling.temperature > 0]
         for i in sampled:  # one row at a time: each request draws from its own generator
@@ -274,7 +273,7 @@ class Decoder:
         lps: dict[int, float] = {}
         if wanted:
             index = torch.tensor(wanted, device=logits.device)
-            picked = logits[index].log_softmax(-1).gather(-1, chosen[index, None]).squeeze(-1).tolist()
+            picked = raw[index].log_softmax(-1).gather(-1, chosen[index, None]).squeeze(-1).tolist()
             lps = dict(zip(wanted, picked, strict=True))
         tokens = chosen.tolist()
         finished = []

@@ -61,7 +61,8 @@ def test_the_constraint_is_part_of_the_call_cache_key():
 
 def test_an_ending_leaves_free_text_then_fixes_the_verdict():
     rx = re.compile(JUDGE)
-    assert rx.fullmatch("The answer is clear [and] correct.\n[[5]]")
+    assert rx.fullmatch("The answer is clear (and) correct.\n[[5]]")
+    assert not rx.fullmatch("see [1]: fine [[5]]")  # the free text holds no "[": the ending is the first
     assert rx.fullmatch("[[2]]")
     assert not rx.fullmatch("good [[5]] then more")  # the ending is the end
     assert not rx.fullmatch("x" * 61 + "[[5]]")  # the free text is bounded

@@ -38,6 +38,7 @@ from dataflywheel.errors import FlywheelError
 from dataflywheel.hashing import digest
 from dataflywheel.lib.diversity import kmeans, nearest
 from dataflywheel.models.base import CHAT, EMBED
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import ModelRef, Selection, Selector
 from dataflywheel.ops.llm import LLMParams, LLMTask
@@ -236,7 +237,8 @@ class LLMaAA(LLMTask, Selector):
             ]
             for i, shown in zip(picked, demos, strict=True)
         ]
-        replies = self.ask_conversations(convs, lambda t: parse_label(t, labels))
+        one_label = self.shaped(self.sampling(), Constraint(choice=[str(lab) for lab in labels]))
+        replies = self.ask_conversations(convs, lambda t: parse_label(t, labels), one_label)
         for i, reply in zip(picked, replies, strict=True):
             if reply.error is not None:
                 errors[i] = f"request failed: {reply.error}"

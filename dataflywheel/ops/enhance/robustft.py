@@ -38,9 +38,11 @@ from dataflywheel.errors import FlywheelError
 from dataflywheel.evaluate.tasks import choice_letter, final_choice
 from dataflywheel.lib.diversity import nearest
 from dataflywheel.models.base import CHAT, EMBED
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import ModelRef, Scorer, Selection, Selector
 from dataflywheel.ops.llm import LLMParams, LLMTask, Reply
+from dataflywheel.ops.parsing import letter_shape
 
 TAG = "tag_robustft"
 LABEL = "robustft_label"
@@ -110,12 +112,15 @@ class RobustFTDetect(LLMTask, Scorer):
         direct = self.ask_conversations(
             [_ask(prompts.fill(_prompt("direct"), question=_question(rows[i]))) for i in asked],
             _reader(p.letters),
-            base.model_copy(update={"max_tokens": p.direct_max_tokens}),
+            self.shaped(
+                base.model_copy(update={"max_tokens": p.direct_max_tokens}),
+                letter_shape(p.letters, p.direct_max_tokens, reasoning=False),
+            ),
         )
         reasoned = self.ask_conversations(
             [_ask(prompts.fill(_prompt("reason"), question=_question(rows[i]))) for i in asked],
             _reader(p.letters),
-            base.model_copy(update={"logprobs": True}),
+            self.shaped(base.model_copy(update={"logprobs": True}), _reasoned(self.params)),
         )
         n = len(rows)
         tag, d_out, r_out, why, entropy = [None] * n, [None] * n, [None] * n, [None] * n, [None] * n
@@ -142,6 +147,11 @@ class RobustFTDetect(LLMTask, Scorer):
             "score_robustft_entropy_r": pa.array(entropy, pa.float64()),
             "error_robustft": pa.array(why, pa.string()),
         }
+
+
+def _reasoned(p) -> Constraint:
+    """Reasoning, then the "Answer: <letter>" line every reasoning prompt asks to finish with."""
+    return letter_shape(p.letters, p.max_tokens, reasoning=True)
 
 
 def _reader(letters: str):
@@ -236,7 +246,9 @@ class RobustFTRelabel(LLMTask, Selector):
             ]
             read = _reader(p.letters)
             replies = self.ask_conversations(
-                convs, read, self.sampling().model_copy(update={"logprobs": True})
+                convs,
+                read,
+                self.shaped(self.sampling().model_copy(update={"logprobs": True}), _reasoned(self.params)),
             )
             for i, reply in zip(noisy, replies, strict=True):
                 if reply.error is not None:
@@ -253,6 +265,7 @@ class RobustFTRelabel(LLMTask, Selector):
                         for i in answered
                     ],
                     read,
+                    self.shaped(self.sampling(), _reasoned(self.params)),
                 )
                 for i, reply in zip(answered, reviews, strict=True):
                     final[i] = _first(reply) if reply.error is None else None
