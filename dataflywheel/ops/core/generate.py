@@ -7,6 +7,7 @@ from pydantic import Field
 
 from dataflywheel.data import schema as S
 from dataflywheel.models.base import CHAT
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops.base import Mapper
 from dataflywheel.ops.llm import LLMParams, LLMTask, row_error
 
@@ -23,6 +24,11 @@ class Generate(LLMTask, Mapper):
     class Params(LLMParams):
         output: str = Field("messages", description="messages (the final assistant turn) or a column name")
         system: str | None = Field(None, description="system prompt put before each conversation")
+        response_format: Constraint | None = Field(
+            None,
+            description="the shape every reply must take, enforced while decoding where the model can: "
+            "{json_schema: {...}}, {regex: ...}, {choice: [...]} or {grammar: <EBNF>}",
+        )
 
     reads = (S.MESSAGES,)
     needs: ClassVar[dict[str, tuple[str, ...]]] = {"model": (CHAT,)}
@@ -36,7 +42,12 @@ class Generate(LLMTask, Mapper):
         system = [{"role": "system", "content": self.params.system}] if self.params.system else []
         return system + S.prompt_of(row[S.MESSAGES])
 
-    def parse(self, reply: str, row: dict) -> dict:
+    def shape(self) -> Constraint | None:
+        return self.params.response_format
+
+    def parse(self, reply: str, row: dict) -> dict | None:
+        if self.params.response_format is not None and not _fits(reply, self.params.response_format):
+            return None  # a reply a model could not be held to: unparsed, counted
         return {"text": reply}
 
     def map(self, batch: pa.Table) -> pa.Table:
@@ -47,6 +58,29 @@ class Generate(LLMTask, Mapper):
         errors = [None if t is not None else row_error([r]) for t, r in zip(texts, replies, strict=True)]
         batch = put_answers(batch, rows, texts, p.output)
         return S.put_column(batch, "error_generate", pa.array(errors, pa.string()))
+
+
+def _fits(reply: str, shape: Constraint) -> bool:
+    """Whether a reply has the shape it was asked for, as far as this can tell without the decoder's
+    grammar: one of the choices, JSON for a schema, a full match of a regex Python reads alike (the
+    shared syntax mostly is). A grammar is trusted to the model that enforced it."""
+    if shape.choice is not None:
+        return reply in shape.choice
+    if shape.json_schema is not None:
+        import json
+
+        try:
+            json.loads(reply)
+        except ValueError:
+            return False
+    if shape.regex is not None:
+        import re
+
+        try:
+            return re.fullmatch(shape.regex, reply) is not None
+        except re.error:  # Rust-only syntax: nothing to check it with here
+            return True
+    return True
 
 
 def put_answers(batch: pa.Table, rows: list[dict], answers: list[str | None], output: str) -> pa.Table:

@@ -129,3 +129,60 @@ def test_generate_with_a_scripted_model_records_failures_and_empty_replies():
     column = registry.get("generate")({"model": "m", "output": "answer"}, context(m=backend))
     got = column.map(io.rows_to_table(rows[:1])).to_pylist()[0]
     assert got["answer"] == "new answer" and got["messages"] == rows[0]["messages"]
+
+
+def test_a_bad_response_format_is_a_validation_error_naming_the_step_and_key(tmp_path):
+    write_jsonl(tmp_path / "seeds.jsonl", [{"instruction": s} for s in SEEDS])
+    (tmp_path / "r.yaml").write_text(
+        textwrap.dedent(f"""
+        version: 1
+        name: gen
+        inputs: [{{path: seeds.jsonl}}]
+        models:
+          {SMOL}
+        steps:
+          - generate: {{model: student, response_format: {{regex: "[a-"}}}}
+          - generate: {{model: student, response_format: {{json_schema: {{type: objectx}}}}}}
+          - generate: {{model: student, response_format: {{regex: a, choice: [b]}}}}
+        """)
+    )
+    _, _, problems = validate_file(tmp_path / "r.yaml")
+    text = "\n".join(str(p) for p in problems)
+    assert "step 1 (generate), key 'response_format'" in text and "unclosed character class" in text
+    assert "step 2 (generate), key 'response_format'" in text and "objectx" in text
+    assert "step 3 (generate), key 'response_format'" in text and "exactly one of" in text
+
+
+def test_a_reply_a_model_could_not_be_held_to_its_response_format_is_unparsed():
+    from dataflywheel.data import io
+    from dataflywheel.ops import registry
+    from tests.fakes import ScriptedBackend, context
+
+    rows = [{"messages": [{"role": "user", "content": s}]} for s in ("json please", "prose please")]
+    backend = ScriptedBackend(script=[("json", '{"a": 1}')], default="Sure! Here it is: {a: 1}")
+    schema = {"json_schema": {"type": "object"}}
+    op = registry.get("generate")({"model": "m", "response_format": schema}, context(m=backend))
+    out = op.map(io.rows_to_table(rows)).to_pylist()
+    assert out[0]["messages"][-1]["content"] == '{"a": 1}' and out[0]["error_generate"] is None
+    assert out[1]["error_generate"].startswith("unparsed reply") and op.stats["unparsed"] == 1
+    assert op.ctx.model("m").usage.unconstrained == 2  # the scripted model cannot enforce: counted
+
+
+@pytest.mark.slow
+def test_generate_under_a_json_schema_on_smollm2_makes_json_every_time(tmp_path):
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 24}, "confident": {"type": "boolean"}},
+        "required": ["answer", "confident"],
+        "additionalProperties": False,
+    }
+    shape = f"{{json_schema: {orjson.dumps(schema).decode()}}}"
+    step = f"- generate: {{model: student, max_tokens: 48, output: reply, response_format: {shape}}}\n"
+    rec, ops = recipe(tmp_path, step, SMOL)
+    result = LocalExecutor(rec, ops, tmp_path / "run", progress=False).run()
+    rows = [orjson.loads(line) for line in open(result.output_path, "rb")]
+    counts = load_manifest(tmp_path / "run")["steps"][1]["stats"]["counts"]
+    assert counts["requests"] == 4 and counts.get("unparsed", 0) == 0
+    for r in rows:
+        got = orjson.loads(r["reply"])
+        assert set(got) == {"answer", "confident"} and isinstance(got["confident"], bool)
