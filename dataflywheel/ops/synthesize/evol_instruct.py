@@ -33,6 +33,7 @@ from pydantic import Field
 from dataflywheel.data import schema as S
 from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
+from dataflywheel.models.constraint import Constraint
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids, seed_texts, text_reply
@@ -167,9 +168,11 @@ class EvolInstruct(LLMTask, Generator):
             [{"role": "user", "content": prompts.fill(template, first=pairs[i][0], second=pairs[i][1])}]
             for i in ask
         ]
-        for i, reply in zip(
-            ask, self.ask_conversations(convs, _verdict, Sampling(temperature=0.0, max_tokens=4)), strict=True
-        ):
+        self.stats["equality_judged"] += len(convs)
+        verdict = self.shaped(
+            Sampling(temperature=0.0, max_tokens=4), Constraint(choice=["Equal", "Not Equal"])
+        )
+        for i, reply in zip(ask, self.ask_conversations(convs, _verdict, verdict), strict=True):
             out[i] = reply.values[0]["equal"] if reply.values else None
             if not reply.values:
                 self.stats["equality_unread"] += 1
