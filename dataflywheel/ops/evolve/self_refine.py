@@ -26,9 +26,11 @@ from pydantic import Field
 
 from dataflywheel.data import schema as S
 from dataflywheel.models.base import CHAT
+from dataflywheel.models.constraint import Constraint, escape
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
+from dataflywheel.ops.parsing import free_chars
 
 _TOTAL = re.compile(r"total\s*score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)\s*/\s*(\d+)", re.IGNORECASE)
 ASPECTS = ("correctness", "completeness", "clarity", "helpfulness", "concision")
@@ -103,7 +105,9 @@ class SelfRefine(LLMTask, Mapper):
             if not active:
                 break
             feedback = self.ask_conversations(
-                [self._feedback_prompt(requests[i], drafts[i][-1], total) for i in active], text_reply
+                [self._feedback_prompt(requests[i], drafts[i][-1], total) for i in active],
+                text_reply,
+                self.shaped(self.sampling(), self.feedback_shape(total)),
             )
             going = []
             for i, reply in zip(active, feedback, strict=True):
@@ -165,6 +169,14 @@ class SelfRefine(LLMTask, Mapper):
             return None
         scored = [(s, j) for j, s in enumerate(scores[: len(drafts)]) if s is not None]
         return max(scored)[1] if scored else len(drafts) - 1
+
+    def feedback_shape(self, total: int) -> Constraint:
+        """The feedback prompt's format: "<aspect>: k/5 - why" per aspect, "Total score: s/total", and
+        the stop phrase on a last line or not. The sum is the judge's to get right: it is read as given."""
+        p = self.params
+        why = max(1, free_chars(p.max_tokens) // (len(p.aspects) + 1) - 16)
+        lines = "".join(rf"{escape(a)}: [1-5]/5 - [^\n]{{1,{why}}}\n" for a in p.aspects)
+        return Constraint(regex=rf"{lines}Total score: [0-9]{{1,3}}/{total}(\n{escape(p.stop)})?")
 
     def _feedback_prompt(self, request: str, response: str, total: int) -> list[dict]:
         text = prompts.fill(
