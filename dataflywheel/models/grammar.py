@@ -9,6 +9,7 @@ and computes a mask for SmolLM2's 49,152 tokens in 0.02-0.5 ms (``python -m benc
 
 from __future__ import annotations
 
+import time
 import weakref
 
 import numpy as np
@@ -16,6 +17,8 @@ import numpy as np
 from dataflywheel.models.constraint import Constraint, ConstraintError, _llguidance
 
 _TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Seconds spent in grammar work since the process started (bench/structured.py reads where time goes)
+SECONDS = {"mask": 0.0, "consume": 0.0}
 
 
 def ll_tokenizer(tokenizer, eos: set[int]):
@@ -68,8 +71,10 @@ class RowMatchers:
 
     def consume(self, tokens: list[int]) -> None:
         """Each live row's last chosen token."""
+        start = time.perf_counter()
         for i, token in enumerate(tokens):
             self.consume_row(i, token)
+        SECONDS["consume"] += time.perf_counter() - start
 
     def consume_row(self, i: int, token: int) -> None:
         if self.live[i]:
@@ -83,12 +88,14 @@ class RowMatchers:
 
     def allowed(self):
         """(rows, vocab) booleans: which tokens each row may take next (all, for rows no longer live)."""
+        start = time.perf_counter()
         mask = np.full((len(self.matchers), self.words), -1, dtype=np.int32)
         live = [(m, i) for i, m in enumerate(self.matchers) if self.live[i]]
         if live:
             self.executor.unsafe_compute_mask_ptr(live, mask.ctypes.data, self.words * 4, len(self.matchers))
-        bits = np.unpackbits(mask.view(np.uint8), axis=1, bitorder="little")
-        return bits[:, : self.vocab].astype(bool)
+        bits = np.unpackbits(mask.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab].astype(bool)
+        SECONDS["mask"] += time.perf_counter() - start
+        return bits
 
     def apply(self, logits, rows: list[int] | None = None):
         """``logits`` ((rows, vocab), a torch tensor) with the disallowed tokens at -inf, as a new tensor:

@@ -240,8 +240,10 @@ def constraint_fields(server: str, constraint: Constraint, kind: str = CHAT) -> 
 
     JSON schemas go as OpenAI's ``response_format`` (strict) on chat requests wherever a server takes it;
     vLLM (0.12 and newer) takes the rest as ``structured_outputs``, older vLLM as ``guided_*``, SGLang as
-    ``regex`` and ``ebnf`` (a choice list as a regex of its alternatives)."""
-    c, k = constraint, constraint.kind
+    ``regex`` and ``ebnf`` (a choice list as a regex of its alternatives). Parts go as one regex, their
+    free text bounded in characters (``CHARS_PER_TOKEN`` a token) where llguidance bounds it in tokens."""
+    c = constraint.portable()  # parts as one regex
+    k = c.kind
     if server == "none":
         return None
     if k == "json_schema" and kind == CHAT and server != "vllm-legacy":

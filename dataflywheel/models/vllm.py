@@ -26,6 +26,7 @@ def structured_params(constraint) -> dict:
     newer) or ``guided_decoding`` (older releases)."""
     if constraint is None:
         return {}
+    constraint = constraint.portable()  # parts as one regex (free text bounded in characters)
     k = constraint.kind
     fields = {"json" if k == "json_schema" else k: getattr(constraint, k)}
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from dataflywheel.models.constraint import Constraint, ending, escape
+from dataflywheel.models.constraint import CHARS_PER_TOKEN, Constraint, Part, ending_shape, escape
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 FRACTION = re.compile(NUMBER + r"\s*(?:/|out of)\s*" + NUMBER, re.IGNORECASE)
@@ -84,14 +84,21 @@ def json_object(text: str | None) -> dict | None:
 
 
 # ---------------------------------------------------------------- the shapes these readers read
-# A shape leaves the reasoning free and fixes the ending (structured generation, models/constraint.py).
-# The free text is bounded at about 2 characters a token of the reply's budget, so the ending always fits
-# within max_tokens (SmolLM2 writes about 4 characters a token of English).
+# A shape leaves the reasoning free and fixes what the parser reads (structured generation,
+# models/constraint.py). Free text is bounded in tokens, so what follows it always fits within
+# max_tokens, even when a small model falls into a loop of one-character tokens; the pieces after free
+# text need at most RESERVE_TOKENS.
 RESERVE_TOKENS = 12
 
 
+def free_tokens(max_tokens: int, share: float = 1.0) -> int:
+    """Tokens of free text a reply of ``max_tokens`` can hold (``share`` of them for one of several)."""
+    return max(1, int((max_tokens - RESERVE_TOKENS) * share))
+
+
 def free_chars(max_tokens: int) -> int:
-    return max(0, 2 * (max_tokens - RESERVE_TOKENS))
+    """Characters of free text for shapes that stay a regex (bounded in characters, not tokens)."""
+    return CHARS_PER_TOKEN * free_tokens(max_tokens)
 
 
 def integers(low: int, high: int) -> str:
@@ -102,18 +109,17 @@ def integers(low: int, high: int) -> str:
 
 def bracketed_score_shape(low: int, high: int, max_tokens: int) -> Constraint:
     """Free reasoning, then ``[[k]]`` (MT-Bench's single grading; ``parse_score`` reads it first)."""
-    return Constraint(regex=ending(rf"\[\[{integers(low, high)}\]\]", free_chars(max_tokens), avoid="["))
+    return ending_shape(rf"\[\[{integers(low, high)}\]\]", free_tokens(max_tokens), avoid="[")
 
 
 def verdict_shape(max_tokens: int, letters: str = "ABC") -> Constraint:
     """Free reasoning, then ``[[A]]``, ``[[B]]`` or ``[[C]]`` (MT-Bench's pairwise verdict)."""
-    return Constraint(regex=ending(rf"\[\[[{letters}]\]\]", free_chars(max_tokens), avoid="["))
+    return ending_shape(rf"\[\[[{letters}]\]\]", free_tokens(max_tokens), avoid="[")
 
 
 def labelled_score_shape(label: str, low: int, high: int, max_tokens: int) -> Constraint:
-    """Free reasoning without a colon, then ``Label: k`` (Self-Rewarding's "Score: k"): the label's colon
-    is the reply's first, so the reply ends with it."""
-    return Constraint(regex=ending(rf"{label}: {integers(low, high)}", free_chars(max_tokens), avoid=":"))
+    """A one-paragraph justification, then the line ``Label: k`` (Self-Rewarding's "Score: k")."""
+    return ending_shape(rf"\n{label}: {integers(low, high)}", free_tokens(max_tokens), avoid="\n")
 
 
 def json_shape(properties: dict[str, dict], required: list[str] | None = None) -> Constraint:
@@ -127,30 +133,38 @@ def json_shape(properties: dict[str, dict], required: list[str] | None = None) -
     return Constraint(json_schema=schema)
 
 
+def free(max_tokens: int, cls: str = "[^\\n]", min_chars: int = 1) -> Part:
+    return Part(free=cls, max_tokens=max(1, max_tokens), min_chars=min_chars)
+
+
 def line_shape(max_tokens: int) -> Constraint:
     """One line of text ("Write only the question", a one-line name or request)."""
-    return Constraint(regex=rf"[^\n]{{1,{max(1, free_chars(max_tokens))}}}")
+    return Constraint(parts=[free(max_tokens - 1)])
 
 
 def final_number_shape(max_tokens: int) -> Constraint:
     """Free working (no "#"), then GSM8K's final line "#### n": the last number is the answer."""
-    return Constraint(regex=ending(r"#### -?[0-9]{1,12}", free_chars(max_tokens), avoid="#"))
+    return ending_shape(r"#### -?[0-9]{1,12}", free_tokens(max_tokens), avoid="#")
 
 
 def problem_shape(max_tokens: int) -> Constraint:
     """A new math word problem, "Question: ..." on one line (starting with a letter or digit), then
     "Answer: <working> #### n"; question and answer share the budget."""
-    room = free_chars(max_tokens)
-    question, answer = max(1, room // 2), max(1, room - room // 2)
-    final = r" #### -?[0-9]{1,12}"
     return Constraint(
-        regex=rf"Question: [A-Za-z0-9][^\n#]{{0,{question}}}\nAnswer: [^#]{{1,{answer}}}{final}"
+        parts=[
+            Part(text="Question: "),
+            Part(regex="[A-Za-z0-9]"),
+            free(free_tokens(max_tokens, 0.5), "[^\\n#]", 0),
+            Part(text="\nAnswer: "),
+            free(free_tokens(max_tokens, 0.5), "[^#]"),
+            Part(regex=r"#### -?[0-9]{1,12}"),
+        ]
     )
 
 
 def letter_shape(letters: str, max_tokens: int, reasoning: bool) -> Constraint:
-    """An option letter on an "Answer: X" line: alone, or after free reasoning without a colon."""
+    """An option letter on an "Answer: X" line: alone, or after one paragraph of reasoning."""
     final = rf"Answer: [{escape(letters)}]"
     if not reasoning:
         return Constraint(regex=final)
-    return Constraint(regex=ending(rf"\n{final}", free_chars(max_tokens), avoid=":"))
+    return ending_shape(rf"\n{final}", free_tokens(max_tokens), avoid="\n")

@@ -13,7 +13,7 @@ import pytest
 
 from dataflywheel.models.base import CHAT, COMPLETE, Backend, ChatResult, Completion, ModelError, Sampling
 from dataflywheel.models.client import Model
-from dataflywheel.models.constraint import Constraint, ending
+from dataflywheel.models.constraint import Constraint, ending, ending_shape
 from dataflywheel.models.openai import OpenAIBackend, constraint_fields
 from dataflywheel.models.spec import ModelSpec
 from dataflywheel.ops.parsing import parse_score
@@ -105,6 +105,30 @@ def test_a_random_model_writes_json_that_satisfies_the_schema_and_picks_a_choice
     assert r.text in ("alpha", "beta") and r.completions[0].finish_reason == "stop"
 
 
+def test_free_text_bounded_in_tokens_always_leaves_the_ending_room(tiny):
+    """A random model writes noise (often one character a token): with the free text bounded in tokens,
+    every sample still closes with its verdict before max_tokens, which a bound in characters cannot
+    promise."""
+    shape = ending_shape(r"\[\[[1-6]\]\]", 20, avoid="[")
+    (r,) = tiny.chat(CONV, Sampling(max_tokens=28, temperature=1.0, n=8, seed=3, constraint=shape))
+    for c in r.completions:
+        assert c.finish_reason == "stop" and re.fullmatch(r"[^\[]*\[\[[1-6]\]\]", c.text), c.text
+        assert c.tokens <= 28
+    assert shape.portable().regex == r"[^\[]{0,40}(?:\[\[[1-6]\]\])"  # what a server is sent
+
+
+def test_parts_compile_to_lark_and_free_text_may_not_swallow_what_follows():
+    from dataflywheel.models.constraint import Part
+
+    c = Constraint(parts=[Part(text="Q: "), Part(free="[^\\n]", max_tokens=5, min_chars=1), Part(text="\nA")])
+    assert c.kind == "parts" and "p1[max_tokens=5]: /[^\\n]+/" in c.lark()
+    assert c.portable().regex == r"Q: [^\n]{1,10}\nA"
+    with pytest.raises(ValueError, match="would swallow"):
+        Constraint(parts=[Part(free="[a-z]", max_tokens=3), Part(text="abc")])
+    with pytest.raises(ValueError, match="max_tokens goes with free text"):
+        Part(free="[a-z]")
+
+
 def test_a_grammar_that_cannot_finish_within_max_tokens_is_cut_and_says_length(tiny):
     (r,) = tiny.chat(CONV, Sampling(max_tokens=4, constraint=Constraint(regex=r"[ab]{40}")))
     c = r.completions[0]
@@ -128,12 +152,12 @@ JUDGE_PROMPTS = [
 @pytest.mark.slow
 def test_smollm2_under_a_judge_ending_always_gives_a_readable_verdict(smollm2):
     convs = [[{"role": "user", "content": p}] for p in JUDGE_PROMPTS]
-    shaped = Sampling(max_tokens=48, constraint=Constraint(regex=ending(r"\[\[[1-6]\]\]", 64, avoid="[")))
+    shaped = Sampling(max_tokens=48, constraint=ending_shape(r"\[\[[1-6]\]\]", 36, avoid="["))
     results = smollm2.chat(convs, shaped)
     scores = [parse_score(r.text, 1, 6) for r in results]
     assert all(s is not None for s in scores), [r.text for r in results]
     for r in results:
-        assert re.fullmatch(shaped.constraint.regex, r.text) and r.completions[0].finish_reason == "stop"
+        assert re.fullmatch(r"[^\[]*\[\[[1-6]\]\]", r.text) and r.completions[0].finish_reason == "stop"
     # the reasoning is the model's own greedy text until it wanted something the shape forbids (to end
     # before a verdict, or to write one elsewhere): the mask changes nothing before that
     free = smollm2.chat(convs, Sampling(max_tokens=48))

@@ -32,6 +32,27 @@ def test_vllm_matches_hf_greedy_and_scores_like_hf(smollm2):
     assert a == pytest.approx(b, abs=1e-3)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
+def test_vllm_enforces_each_kind_of_constraint():
+    import json
+    import re
+
+    from dataflywheel.models.constraint import Constraint, ending
+    from dataflywheel.models.vllm import VLLMBackend
+
+    convs = [[{"role": "user", "content": "Rate the sky's colour from 1 to 6, then give [[k]]."}]]
+    vl = VLLMBackend("embedded:smollm2-135m-instruct", dtype="float32", gpu_memory_utilization=0.3)
+    verdict = Constraint(regex=ending(r"\[\[[1-6]\]\]", 60, avoid="["))
+    (r,) = vl.chat(convs, Sampling(max_tokens=48, constraint=verdict))
+    assert re.fullmatch(verdict.regex, r.text)
+    (r,) = vl.chat(convs, Sampling(max_tokens=8, constraint=Constraint(choice=["yes", "no"])))
+    assert r.text in ("yes", "no")
+    schema = {"type": "object", "properties": {"k": {"type": "integer"}}, "required": ["k"]}
+    (r,) = vl.chat(convs, Sampling(max_tokens=32, constraint=Constraint(json_schema=schema)))
+    assert isinstance(json.loads(r.text)["k"], int)
+
+
 @pytest.mark.slow
 def test_vllm_scores_the_tokens_hf_scores_even_with_no_context(smollm2, monkeypatch):
     """IFD's direct score on both backends: the vllm backend's prompts and its reading of vLLM's prompt

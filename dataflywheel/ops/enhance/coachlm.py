@@ -26,11 +26,11 @@ from pydantic import Field
 from dataflywheel.data import schema as S
 from dataflywheel.lib.edit import edit_distance
 from dataflywheel.models.base import CHAT, Sampling
-from dataflywheel.models.constraint import Constraint
+from dataflywheel.models.constraint import Constraint, Part
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper, OpParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, row_error
-from dataflywheel.ops.parsing import free_chars
+from dataflywheel.ops.parsing import free, free_tokens
 
 _PAIR = re.compile(r"Instruction:\s*(?P<i>.+?)\s*Response:\s*(?P<r>.+)", re.DOTALL | re.IGNORECASE)
 _FOREIGN = re.compile(r"[^\u0000-\u024F\u2000-\u206F\u20A0-\u20CF\u2100-\u214F\u2190-\u21FF\u2200-\u22FF]")
@@ -117,9 +117,15 @@ class CoachLM(LLMTask, Mapper):
 
     def shape(self) -> Constraint:
         """ "Instruction: ..." then "Response: ...", the response given two thirds of the budget."""
-        room = free_chars(self.params.max_tokens)
-        instruction, response = max(1, room // 3), max(1, room - room // 3)
-        return Constraint(regex=rf"Instruction: [\s\S]{{1,{instruction}}}\nResponse: [\s\S]{{1,{response}}}")
+        budget = self.params.max_tokens
+        return Constraint(
+            parts=[
+                Part(text="Instruction: "),
+                free(free_tokens(budget, 1 / 3)),
+                Part(text="\nResponse: "),
+                free(free_tokens(budget, 2 / 3), r"[\s\S]"),
+            ]
+        )
 
     def parse(self, reply: str, row: dict) -> dict | None:
         got = parse_pair(post_process(reply))

@@ -39,11 +39,11 @@ from dataflywheel.data import schema as S
 from dataflywheel.evaluate.tasks import gsm8k_answer, gsm8k_correct
 from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
-from dataflywheel.models.constraint import Constraint, ending
+from dataflywheel.models.constraint import Constraint, Part, ending_shape
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
-from dataflywheel.ops.parsing import free_chars, problem_shape
+from dataflywheel.ops.parsing import free, free_tokens, problem_shape
 
 Operation = Literal[
     "paraphrase",
@@ -250,7 +250,9 @@ class EvolveEval(LLMTask, Generator):
         options = self.ask_conversations(
             [_user(prompts.fill(ask_wrong, context=c, question=q, answer=a)) for _, _, c, q, a in probes],
             parse_wrong_option,
-            self.shaped(greedy, Constraint(regex=rf"Wrong answer: [^\n]{{1,{free_chars(p.max_tokens)}}}")),
+            self.shaped(
+                greedy, Constraint(parts=[Part(text="Wrong answer: "), free(free_tokens(p.max_tokens))])
+            ),
             model=p.option_model,
         )
         checked = []
@@ -290,19 +292,18 @@ class EvolveEval(LLMTask, Generator):
 def item_shape(op: str, max_tokens: int) -> Constraint:
     """What a generator reply must look like for ``op`` (its ``_format``): "Question: ..." on one line,
     then for probes a one-line "Answer: ...", for answer-changing operations "Answer: ... #### n"; the
-    parts share the reply's budget (``free_chars``)."""
-    room = free_chars(max_tokens)
+    parts share the reply's budget."""
     if op in KEEPS_ANSWER:
-        return Constraint(regex=rf"Question: [^\n#]{{1,{max(1, room)}}}")
+        return Constraint(parts=[Part(text="Question: "), free(free_tokens(max_tokens), "[^\\n#]")])
     if op in PROBES:
-        question, answer = max(1, room // 2), max(1, room - room // 2)
-        return Constraint(regex=rf"Question: [^\n]{{1,{question}}}\nAnswer: [^\n]{{1,{answer}}}")
+        half = free_tokens(max_tokens, 0.5)
+        return Constraint(parts=[Part(text="Question: "), free(half), Part(text="\nAnswer: "), free(half)])
     return problem_shape(max_tokens)
 
 
 def judgement_shape(max_tokens: int) -> Constraint:
-    """The verifier's own solution (free, without a colon), then its "Judgement: yes|no" line."""
-    return Constraint(regex=ending(r"\nJudgement: (yes|no)", free_chars(max_tokens), avoid=":"))
+    """The verifier's own solution (one paragraph), then its "Judgement: yes|no" line."""
+    return ending_shape(r"\nJudgement: (yes|no)", free_tokens(max_tokens), avoid="\n")
 
 
 def _format(op: str) -> str:

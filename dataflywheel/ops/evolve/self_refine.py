@@ -26,11 +26,11 @@ from pydantic import Field
 
 from dataflywheel.data import schema as S
 from dataflywheel.models.base import CHAT
-from dataflywheel.models.constraint import Constraint, escape
+from dataflywheel.models.constraint import Constraint, Part, escape
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
-from dataflywheel.ops.parsing import free_chars
+from dataflywheel.ops.parsing import free, free_tokens
 
 _TOTAL = re.compile(r"total\s*score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)\s*/\s*(\d+)", re.IGNORECASE)
 ASPECTS = ("correctness", "completeness", "clarity", "helpfulness", "concision")
@@ -174,9 +174,18 @@ class SelfRefine(LLMTask, Mapper):
         """The feedback prompt's format: "<aspect>: k/5 - why" per aspect, "Total score: s/total", and
         the stop phrase on a last line or not. The sum is the judge's to get right: it is read as given."""
         p = self.params
-        why = max(1, free_chars(p.max_tokens) // (len(p.aspects) + 1) - 16)
-        lines = "".join(rf"{escape(a)}: [1-5]/5 - [^\n]{{1,{why}}}\n" for a in p.aspects)
-        return Constraint(regex=rf"{lines}Total score: [0-9]{{1,3}}/{total}(\n{escape(p.stop)})?")
+        why = free_tokens(p.max_tokens, 1 / (len(p.aspects) + 1))
+        parts = []
+        for aspect in p.aspects:
+            parts += [
+                Part(text=f"{aspect}: "),
+                Part(regex="[1-5]"),
+                Part(text="/5 - "),
+                free(why),
+                Part(text="\n"),
+            ]
+        parts += [Part(text="Total score: "), Part(regex="[0-9]{1,3}"), Part(text=f"/{total}")]
+        return Constraint(parts=[*parts, Part(regex=f"\\n{escape(p.stop)}", optional=True)])
 
     def _feedback_prompt(self, request: str, response: str, total: int) -> list[dict]:
         text = prompts.fill(

@@ -33,11 +33,11 @@ from pydantic import Field
 from dataflywheel.data import schema as S
 from dataflywheel.hashing import digest
 from dataflywheel.models.base import CHAT, Sampling
-from dataflywheel.models.constraint import Constraint
+from dataflywheel.models.constraint import Constraint, Part
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids, seed_texts, text_reply
-from dataflywheel.ops.parsing import free_chars, line_shape
+from dataflywheel.ops.parsing import free, free_tokens, line_shape
 
 STYLES = (
     "a direct question",
@@ -201,21 +201,32 @@ class KnowledgeGuided(LLMTask, Generator):
         return kept
 
 
-ITEM_CHARS = 48  # "a few words each"
+ITEM_TOKENS = 12  # "a few words each"
 
 
 def list_shape(count: int, max_tokens: int) -> Constraint:
     """Exactly ``count`` lines of a few words, each starting with a letter (no numbering)."""
-    width = max(1, min(ITEM_CHARS, free_chars(max_tokens) // count - 1))
-    line = rf"[A-Za-z][^\n]{{0,{width - 1}}}"
-    return Constraint(regex=rf"({line}\n){{{count - 1}}}{line}")
+    each = max(1, min(ITEM_TOKENS, free_tokens(max_tokens) // count - 1))
+    parts = []
+    for k in range(count):
+        parts += [Part(regex="[A-Za-z]"), free(each, min_chars=0)] + (
+            [Part(text="\n")] if k < count - 1 else []
+        )
+    return Constraint(parts=parts)
 
 
 def review_shape(max_tokens: int) -> Constraint:
     """The review's three parts, one line each, in order."""
-    part = max(1, free_chars(max_tokens) // 3 - 16)
+    each = free_tokens(max_tokens, 1 / 3)
     return Constraint(
-        regex=rf"Strengths: [^\n]{{1,{part}}}\nWeaknesses: [^\n]{{1,{part}}}\nImprovements: [^\n]{{1,{part}}}"
+        parts=[
+            Part(text="Strengths: "),
+            free(each),
+            Part(text="\nWeaknesses: "),
+            free(each),
+            Part(text="\nImprovements: "),
+            free(each),
+        ]
     )
 
 

@@ -48,8 +48,9 @@ def op(smollm2, **params):
 
 @pytest.mark.slow
 def test_generate_mode_reads_what_the_real_model_replied(smollm2):
-    """The op's score is exactly what parsing an independent greedy generation of its prompt gives."""
-    o = op(smollm2, max_tokens=32)
+    """Unconstrained, the op's score is exactly what parsing an independent greedy generation of its
+    prompt gives."""
+    o = op(smollm2, max_tokens=32, constrained="off")
     out = o.score(io.rows_to_table(ROWS))
     scores, errors = out["score_alpagasus"].to_pylist(), out["error_alpagasus"].to_pylist()
     raws = out["raw_alpagasus"].to_pylist()
@@ -62,6 +63,20 @@ def test_generate_mode_reads_what_the_real_model_replied(smollm2):
         assert score == parse_score(text, 0, 5)
         assert (err is None) == (score is not None)
     assert o.stats["unparsed"] == scores.count(None) and o.stats["requests"] == 3
+
+
+@pytest.mark.slow
+def test_generate_mode_under_its_shape_reads_every_score(smollm2):
+    """Constrained (the default), the score comes first on its line and every reply is read; each equals
+    a separate call under the same shape."""
+    from dataflywheel.models.base import Sampling
+
+    o = op(smollm2, max_tokens=32)
+    out = o.score(io.rows_to_table(ROWS))
+    scores = out["score_alpagasus"].to_pylist()
+    assert o.stats["requests"] == 3 and o.stats["unparsed"] == 0 and None not in scores
+    again = smollm2.chat([o.prompt(r) for r in ROWS], Sampling(max_tokens=32, constraint=o.shape()))
+    assert scores == [parse_score(r.text, 0, 5) for r in again]
 
 
 @pytest.mark.slow
