@@ -45,6 +45,8 @@ def recipe(args, folder: Path) -> str:
         if op == "eval_judge":
             params["verdict"] = args.verdict
             params["max_tokens"] = args.max_tokens
+            if args.judge_max_tokens:
+                params["judge_max_tokens"] = args.judge_max_tokens
     spec["steps"].insert(0, {"eval_nll": {"model": "policy", "data": str(folder / "heldout.jsonl")}})
     spec["output"] = {"path": "out.jsonl"}
     return yaml.safe_dump(spec, sort_keys=False)
@@ -67,6 +69,7 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--verdict", default="logprobs", choices=["logprobs", "generate"])
+    ap.add_argument("--judge-max-tokens", type=int, default=None, help="generate: the judge's reply budget")
     ap.add_argument("--policy", default=MODEL)
     ap.add_argument("--judge", default=MODEL)
     args = ap.parse_args()

@@ -154,8 +154,13 @@ def parse_rates(backend, n: int) -> None:
             start = time.perf_counter()
             got = backend.chat(task["convs"], Sampling(max_tokens=task["max_tokens"], constraint=shape))
             seconds = time.perf_counter() - start
-            read = sum(r.error is None and task["read"](r.text or "") is not None for r in got)
-            cut = sum(r.error is None and r.completions[0].finish_reason == "length" for r in got)
+            cut = [r.error is None and r.completions[0].finish_reason == "length" for r in got]
+            # read: the parser's value from a whole reply (a reply cut at max_tokens is never a value)
+            read = sum(
+                r.error is None and not c and task["read"](r.text or "") is not None
+                for r, c in zip(got, cut, strict=True)
+            )
+            cut = sum(cut)
             line += [read, cut, seconds]
         totals[0] += len(task["convs"])
         totals[1] += line[0]

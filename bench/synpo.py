@@ -41,6 +41,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--policy", default=MODEL)
     ap.add_argument("--check-prompts", action="store_true")
+    ap.add_argument(
+        "--judge-mode", default="expected", choices=["expected", "generate"],
+        help="generate: sampled judgements read as 'Score: k' (under the op's shape where the model can)",
+    )  # fmt: skip
     ap.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one)")
     ap.add_argument("--report-only", action="store_true", help="print the table of the run kept in --keep")
     args = ap.parse_args()
@@ -82,7 +86,7 @@ def main() -> None:
                                         max_tokens: {args.max_tokens}, epochs: 2, batch_size: 4, lr: 0.0005}}
                     - synpo_pairs: {{model: policy, prompter: prompter, improver: improver, judge: base,
                                      prompts: {args.prompts}, max_tokens: {args.max_tokens}, gap: {args.gap},
-                                     check_prompts: {check}}}
+                                     check_prompts: {check}, judge_mode: {args.judge_mode}}}
                     - dpo: {{model: policy, output_model: policy, beta: 0.1, lr: 0.00005, batch_size: 4}}
                     - eval_nll: {{model: policy, data: heldout.jsonl}}
             output: {{path: pairs.jsonl}}

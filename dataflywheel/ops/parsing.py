@@ -137,6 +137,17 @@ def free(max_tokens: int, cls: str = "[^\\n]", min_chars: int = 1) -> Part:
     return Part(free=cls, max_tokens=max(1, max_tokens), min_chars=min_chars)
 
 
+def fitted(max_tokens: int, pieces: list) -> Constraint:
+    """A shape of ``pieces`` that always fits in ``max_tokens``: ``Part`` objects stand as they are, and
+    ``(character class, share, min_chars)`` free-text pieces split, by their shares, the tokens the fixed
+    parts leave (a text part counted at a token per 2 characters plus one, a pattern at 8 tokens, 4 spare;
+    forced text is tokenized canonically, SmolLM2's fixed parts take fewer)."""
+    fixed = sum((len(p.text) // 2 + 1) if p.text is not None else 8 for p in pieces if isinstance(p, Part))
+    room = max_tokens - fixed - 4
+    parts = [p if isinstance(p, Part) else free(max(1, int(room * p[1])), p[0], p[2]) for p in pieces]
+    return Constraint(parts=parts)
+
+
 def line_shape(max_tokens: int) -> Constraint:
     """One line of text ("Write only the question", a one-line name or request)."""
     return Constraint(parts=[free(max_tokens - 1)])
@@ -150,15 +161,16 @@ def final_number_shape(max_tokens: int) -> Constraint:
 def problem_shape(max_tokens: int) -> Constraint:
     """A new math word problem, "Question: ..." on one line (starting with a letter or digit), then
     "Answer: <working> #### n"; question and answer share the budget."""
-    return Constraint(
-        parts=[
+    return fitted(
+        max_tokens,
+        [
             Part(text="Question: "),
             Part(regex="[A-Za-z0-9]"),
-            free(free_tokens(max_tokens, 0.5), "[^\\n#]", 0),
+            ("[^\\n#]", 0.5, 0),
             Part(text="\nAnswer: "),
-            free(free_tokens(max_tokens, 0.5), "[^#]"),
+            ("[^#]", 0.5, 1),
             Part(regex=r"#### -?[0-9]{1,12}"),
-        ]
+        ],
     )
 
 

@@ -30,7 +30,7 @@ from dataflywheel.models.constraint import Constraint, Part
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper, OpParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, row_error
-from dataflywheel.ops.parsing import free, free_tokens
+from dataflywheel.ops.parsing import fitted
 
 _PAIR = re.compile(r"Instruction:\s*(?P<i>.+?)\s*Response:\s*(?P<r>.+)", re.DOTALL | re.IGNORECASE)
 _FOREIGN = re.compile(r"[^\u0000-\u024F\u2000-\u206F\u20A0-\u20CF\u2100-\u214F\u2190-\u21FF\u2200-\u22FF]")
@@ -117,15 +117,13 @@ class CoachLM(LLMTask, Mapper):
 
     def shape(self) -> Constraint:
         """ "Instruction: ..." then "Response: ...", the response given two thirds of the budget."""
-        budget = self.params.max_tokens
-        return Constraint(
-            parts=[
-                Part(text="Instruction: "),
-                free(free_tokens(budget, 1 / 3)),
-                Part(text="\nResponse: "),
-                free(free_tokens(budget, 2 / 3), r"[\s\S]"),
-            ]
-        )
+        pieces = [
+            Part(text="Instruction: "),
+            (r"[^\n]", 1 / 3, 1),
+            Part(text="\nResponse: "),
+            (r"[\s\S]", 2 / 3, 1),
+        ]
+        return fitted(self.params.max_tokens, pieces)
 
     def parse(self, reply: str, row: dict) -> dict | None:
         got = parse_pair(post_process(reply))

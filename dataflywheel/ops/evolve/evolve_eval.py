@@ -43,7 +43,7 @@ from dataflywheel.models.constraint import Constraint, Part, ending_shape
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams, ModelRef
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
-from dataflywheel.ops.parsing import free, free_tokens, problem_shape
+from dataflywheel.ops.parsing import fitted, free, free_tokens, problem_shape
 
 Operation = Literal[
     "paraphrase",
@@ -296,8 +296,8 @@ def item_shape(op: str, max_tokens: int) -> Constraint:
     if op in KEEPS_ANSWER:
         return Constraint(parts=[Part(text="Question: "), free(free_tokens(max_tokens), "[^\\n#]")])
     if op in PROBES:
-        half = free_tokens(max_tokens, 0.5)
-        return Constraint(parts=[Part(text="Question: "), free(half), Part(text="\nAnswer: "), free(half)])
+        line = (r"[^\n]", 0.5, 1)
+        return fitted(max_tokens, [Part(text="Question: "), line, Part(text="\nAnswer: "), line])
     return problem_shape(max_tokens)
 
 

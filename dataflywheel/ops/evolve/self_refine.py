@@ -30,7 +30,7 @@ from dataflywheel.models.constraint import Constraint, Part, escape
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Mapper
 from dataflywheel.ops.llm import LLMParams, LLMTask, text_reply
-from dataflywheel.ops.parsing import free, free_tokens
+from dataflywheel.ops.parsing import fitted
 
 _TOTAL = re.compile(r"total\s*score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)\s*/\s*(\d+)", re.IGNORECASE)
 ASPECTS = ("correctness", "completeness", "clarity", "helpfulness", "concision")
@@ -174,18 +174,19 @@ class SelfRefine(LLMTask, Mapper):
         """The feedback prompt's format: "<aspect>: k/5 - why" per aspect, "Total score: s/total", and
         the stop phrase on a last line or not. The sum is the judge's to get right: it is read as given."""
         p = self.params
-        why = free_tokens(p.max_tokens, 1 / (len(p.aspects) + 1))
-        parts = []
+        why = (r"[^\n]", 1 / len(p.aspects), 1)
+        pieces: list = []
         for aspect in p.aspects:
-            parts += [
+            pieces += [
                 Part(text=f"{aspect}: "),
                 Part(regex="[1-5]"),
                 Part(text="/5 - "),
-                free(why),
+                why,
                 Part(text="\n"),
             ]
-        parts += [Part(text="Total score: "), Part(regex="[0-9]{1,3}"), Part(text=f"/{total}")]
-        return Constraint(parts=[*parts, Part(regex=f"\\n{escape(p.stop)}", optional=True)])
+        pieces += [Part(text="Total score: "), Part(regex="[0-9]{1,3}"), Part(text=f"/{total}")]
+        pieces.append(Part(regex=f"\\n{escape(p.stop)}", optional=True))
+        return fitted(p.max_tokens, pieces)
 
     def _feedback_prompt(self, request: str, response: str, total: int) -> list[dict]:
         text = prompts.fill(

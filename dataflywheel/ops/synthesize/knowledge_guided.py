@@ -37,7 +37,7 @@ from dataflywheel.models.constraint import Constraint, Part
 from dataflywheel.ops import prompts
 from dataflywheel.ops.base import Generator, GeneratorParams
 from dataflywheel.ops.llm import LLMParams, LLMTask, seed_ids, seed_texts, text_reply
-from dataflywheel.ops.parsing import free, free_tokens, line_shape
+from dataflywheel.ops.parsing import fitted, line_shape
 
 STYLES = (
     "a direct question",
@@ -206,28 +206,27 @@ ITEM_TOKENS = 12  # "a few words each"
 
 def list_shape(count: int, max_tokens: int) -> Constraint:
     """Exactly ``count`` lines of a few words, each starting with a letter (no numbering)."""
-    each = max(1, min(ITEM_TOKENS, free_tokens(max_tokens) // count - 1))
-    parts = []
+    share = min(ITEM_TOKENS / max(1, max_tokens), 1 / count)
+    pieces: list = []
     for k in range(count):
-        parts += [Part(regex="[A-Za-z]"), free(each, min_chars=0)] + (
+        pieces += [Part(regex="[A-Za-z]"), (r"[^\n]", share, 0)] + (
             [Part(text="\n")] if k < count - 1 else []
         )
-    return Constraint(parts=parts)
+    return fitted(max_tokens, pieces)
 
 
 def review_shape(max_tokens: int) -> Constraint:
     """The review's three parts, one line each, in order."""
-    each = free_tokens(max_tokens, 1 / 3)
-    return Constraint(
-        parts=[
-            Part(text="Strengths: "),
-            free(each),
-            Part(text="\nWeaknesses: "),
-            free(each),
-            Part(text="\nImprovements: "),
-            free(each),
-        ]
-    )
+    line = (r"[^\n]", 1 / 3, 1)
+    pieces = [
+        Part(text="Strengths: "),
+        line,
+        Part(text="\nWeaknesses: "),
+        line,
+        Part(text="\nImprovements: "),
+        line,
+    ]
+    return fitted(max_tokens, pieces)
 
 
 def parse_items(text: str) -> list[str]:

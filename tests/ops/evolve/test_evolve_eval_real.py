@@ -87,6 +87,7 @@ def test_original_against_evolved_accuracy_table(tmp_path, shared_data, smollm2)
     for r in out:
         groups.setdefault(r.get("evolve_op") or "original", []).append(r)
     assert metrics["rows"] == len(out) and metrics["rows:original"] == 2
+    assert set(groups) - {"original"}, "no evolved item was kept"  # the defining step made rows
     answers = smollm2.chat([S.prompt_of(r["messages"]) for r in out], Sampling(max_tokens=32))
     hits = {}
     for r, a in zip(out, answers, strict=True):
