@@ -212,7 +212,7 @@ def throughput(backend, n: int, max_tokens: int) -> None:
 
 def masks(backend) -> None:
     """One decoding step's masks for 64 rows: llguidance (the backend's) against xgrammar."""
-    from dataflywheel.models.constraint import Constraint, ending, ending_shape
+    from dataflywheel.models.constraint import Constraint, ending_shape
     from dataflywheel.models.grammar import RowMatchers, ll_tokenizer
 
     rows = 64
@@ -220,7 +220,7 @@ def masks(backend) -> None:
     ids = backend.encode(text)[:96]
     schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
     shapes = {
-        "ending [[k]]": Constraint(regex=ending(r"\[\[[1-9]\]\]", 1000, avoid="[")),
+        "ending [[k]]": ending_shape(r"\[\[[1-9]\]\]", 500, avoid="[").portable(),
         "parts [[k]]": ending_shape(r"\[\[[1-9]\]\]", 500, avoid="["),
         "free regex": Constraint(regex=r"[\s\S]{0,1000}"),
         "JSON schema": Constraint(json_schema=schema),

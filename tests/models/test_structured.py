@@ -13,7 +13,7 @@ import pytest
 
 from dataflywheel.models.base import CHAT, COMPLETE, Backend, ChatResult, Completion, ModelError, Sampling
 from dataflywheel.models.client import Model
-from dataflywheel.models.constraint import Constraint, ending, ending_shape
+from dataflywheel.models.constraint import Constraint, ending_shape
 from dataflywheel.models.openai import OpenAIBackend, constraint_fields
 from dataflywheel.models.spec import ModelSpec
 from dataflywheel.ops.parsing import parse_score
@@ -26,7 +26,7 @@ SCHEMA = {
 }
 # a random model fills strings until max_tokens: the tiny-model test bounds them
 SHORT = {**SCHEMA, "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}}}
-JUDGE = ending(r"\[\[[1-6]\]\]", 60, avoid="[")
+JUDGE = ending_shape(r"\[\[[1-6]\]\]", 30, avoid="[").portable().regex  # what a server is sent
 
 
 # ---------------------------------------------------------------- the constraint itself

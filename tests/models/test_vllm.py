@@ -38,14 +38,14 @@ def test_vllm_enforces_each_kind_of_constraint():
     import json
     import re
 
-    from dataflywheel.models.constraint import Constraint, ending
+    from dataflywheel.models.constraint import Constraint, ending_shape
     from dataflywheel.models.vllm import VLLMBackend
 
     convs = [[{"role": "user", "content": "Rate the sky's colour from 1 to 6, then give [[k]]."}]]
     vl = VLLMBackend("embedded:smollm2-135m-instruct", dtype="float32", gpu_memory_utilization=0.3)
-    verdict = Constraint(regex=ending(r"\[\[[1-6]\]\]", 60, avoid="["))
+    verdict = ending_shape(r"\[\[[1-6]\]\]", 30, avoid="[")
     (r,) = vl.chat(convs, Sampling(max_tokens=48, constraint=verdict))
-    assert re.fullmatch(verdict.regex, r.text)
+    assert re.fullmatch(verdict.portable().regex, r.text)
     (r,) = vl.chat(convs, Sampling(max_tokens=8, constraint=Constraint(choice=["yes", "no"])))
     assert r.text in ("yes", "no")
     schema = {"type": "object", "properties": {"k": {"type": "integer"}}, "required": ["k"]}

@@ -75,7 +75,7 @@ def test_original_against_evolved_accuracy_table(tmp_path, shared_data, smollm2)
         inputs: [{path: eval.jsonl}]
         models: {lm: {backend: hf, model: 'embedded:smollm2-135m-instruct', device: cpu}}
         steps:
-          - evolve_eval: {model: lm, operations: [paraphrase, planning], prefilter: false, max_tokens: 32,
+          - evolve_eval: {model: lm, operations: [paraphrase, planning], prefilter: false, max_tokens: 48,
                           keep_seeds: true}
           - eval_accuracy: {model: lm, task: auto, by: evolve_op, max_tokens: 32}
         output: {path: evolved.jsonl}
