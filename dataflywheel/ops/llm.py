@@ -4,7 +4,9 @@ An LLM op writes two methods:
 
 * ``prompt(row)``: the conversation to send for one row, a list of conversations (several asks per row:
   both orders of a pairwise judgement, one per turn), or None (nothing to ask for this row);
-* ``parse(reply, row)``: what one reply says, as a dict of values, or None when it says nothing usable.
+* ``parse(reply, row)``: what one reply says, as a dict of values, or None when it says nothing usable;
+* optionally ``shape()``: the shape of the replies ``parse`` reads (structured generation), which the
+  base asks the model to decode under (``constrained: auto|on|off``); the parser still checks every reply.
 
 The base does everything else, once: sampling parameters (``temperature``, ``top_p``, ``max_tokens``,
 ``n``, ``seed``), the call through the recipe's model (cache, retries, tokens and cost live there), a
@@ -90,8 +92,8 @@ class LLMTask:
         raise NotImplementedError
 
     def shape(self) -> Constraint | None:
-        """The shape of the replies ``parse`` reads (a JSON schema, or a regex that leaves reasoning free
-        and fixes the ending), asked of the model with every request; None: free text."""
+        """The shape of the replies ``parse`` reads (a JSON schema, a choice, or parts that leave the
+        reasoning free and fix what is read), asked of the model with every request; None: free text."""
         return None
 
     def shaped(self, sampling: Sampling, shape: Constraint | None) -> Sampling:
