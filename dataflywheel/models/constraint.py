@@ -1,7 +1,8 @@
 """Structured generation: the shape a reply must take, enforced while decoding where the backend can.
 
-A :class:`Constraint` is one of a JSON schema, a regular expression, a list of choices or an EBNF grammar
-(GBNF, as llama.cpp writes it, or Lark). It rides on :class:`~dataflywheel.models.base.Sampling`, so it is
+A :class:`Constraint` is one of a JSON schema, a regular expression, a list of choices, an EBNF grammar
+(GBNF, as llama.cpp writes it, or Lark), or parts: text, short patterns and free text bounded in tokens,
+the shape of a reply that reasons freely and then gives what a parser reads. It rides on :class:`~dataflywheel.models.base.Sampling`, so it is
 part of the call-cache key, and it is checked when it is built: a bad schema or regex is an error before
 any model call. Each backend enforces it its own way: the hf backend and ``flywheel serve`` mask the
 logits of every token the grammar does not allow (llguidance, one matcher per row), vLLM takes its
