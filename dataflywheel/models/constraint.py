@@ -2,13 +2,15 @@
 
 A :class:`Constraint` is one of a JSON schema, a regular expression, a list of choices, an EBNF grammar
 (GBNF, as llama.cpp writes it, or Lark), or parts: text, short patterns and free text bounded in tokens,
-the shape of a reply that reasons freely and then gives what a parser reads. It rides on :class:`~dataflywheel.models.base.Sampling`, so it is
-part of the call-cache key, and it is checked when it is built: a bad schema or regex is an error before
-any model call. Each backend enforces it its own way: the hf backend and ``flywheel serve`` mask the
-logits of every token the grammar does not allow (llguidance, one matcher per row), vLLM takes its
-structured-output parameters, an OpenAI-compatible server gets ``response_format`` or the extra request
-fields its kind accepts (``ModelSpec.structured_outputs``). A backend that cannot enforce a constraint
-gets the plain request; the model counts it (``Usage.unconstrained``), and the op's parser still decides.
+the shape of a reply that reasons freely and then gives what a parser reads. It rides on
+:class:`~dataflywheel.models.base.Sampling`, so it is part of the call-cache key, and it is checked when
+it is built: a bad schema or regex is an error before any model call. Each backend enforces it its own
+way: the hf backend and ``flywheel serve`` mask the logits of every token the grammar does not allow
+(llguidance, one matcher per row), vLLM takes its structured-output parameters, an OpenAI-compatible
+server gets ``response_format`` or the extra request fields its kind accepts
+(``ModelSpec.structured_outputs``; parts go to servers as one regex). A backend that cannot enforce a
+constraint gets the plain request; the model counts it (``Usage.unconstrained``), and the op's parser
+still decides.
 
 Regular expressions use the syntax the decoding engines share (Rust's ``regex`` crate, which xgrammar,
 llguidance and Outlines read alike): no look-around, no backreferences.
