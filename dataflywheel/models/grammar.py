@@ -13,6 +13,7 @@ import time
 import weakref
 
 import numpy as np
+from transformers import LogitsProcessor  # this module serves the hf backend, which needs transformers
 
 from dataflywheel.models.constraint import Constraint, ConstraintError, _llguidance
 
@@ -122,7 +123,7 @@ def _executor():
     return _EXEC
 
 
-class GrammarLogits:
+class GrammarLogits(LogitsProcessor):
     """A transformers ``LogitsProcessor``: masks each row's logits to what its grammar allows. The first
     call sees the prompts alone; every later one first feeds each row its last generated token."""
 

@@ -361,14 +361,9 @@ class HFBackend(Backend):
         return RowMatchers(ll_tokenizer(self.tokenizer, self._eos_ids()), constraint, rows)
 
     def _grammar_logits(self, constraint, rows: int, width: int):
-        from transformers import LogitsProcessor
-
         from dataflywheel.models.grammar import GrammarLogits
 
-        class Masked(GrammarLogits, LogitsProcessor):
-            pass
-
-        return Masked(self.row_matchers(constraint, rows), width)
+        return GrammarLogits(self.row_matchers(constraint, rows), width)
 
     SHARED_PREFIX_MIN = 16
 
